@@ -1,0 +1,91 @@
+"""Shared helpers for benchmark scripts: run ``distgcl train`` in a fresh process per row
+(so peak RSS is per row), and write ``bench/results/*.json`` in the agreed format
+(``shared/reference/bench-results.md``)."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+WORK = RESULTS / "_work"
+
+
+def machine_info() -> dict[str, Any]:
+    import psutil
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30),
+            "gpu": gpu, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+
+
+def run_distgcl(config: str | Path, overrides: list[str], out_dir: Path,
+                timeout: float | None = None) -> dict[str, Any]:
+    """Run one training job in its own process; return its ``result.json`` plus ``wall_seconds``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "distgcl.cli", "train", str(config), "--out", str(out_dir)]
+    for item in overrides:
+        cmd += ["--set", item]
+    cmd += ["--set", "train.progress=false"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    result = json.loads((out_dir / "result.json").read_text())
+    result["wall_seconds"] = wall
+    return result
+
+
+def row_from_result(result: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The standard row fields of one ``result.json``."""
+    m, t = result["metrics"], result["timing"]
+    row: dict[str, Any] = {"dataset": result["dataset"], "method": result["method"]}
+    row.update(extra)
+    for key in ("accuracy_mean", "accuracy_std", "rocauc_mean", "nmi", "ari", "fmi"):
+        if m.get(key) is not None:
+            row[key] = round(m[key], 4) if key in ("nmi", "ari", "fmi") else round(m[key], 2)
+    row["seconds_per_epoch"] = round(t["seconds_per_epoch"], 4)
+    row["train_seconds"] = round(t["train_seconds"], 2)
+    row["peak_rss_mb"] = round(result["memory"]["peak_rss_mb"], 1)
+    row["epochs"] = result["config"]["train"]["epochs"]
+    row["seeds"] = result["config"]["eval"]["probe_seeds"]
+    return row
+
+
+def write_results(name: str, rows: list[dict[str, Any]], notes: str) -> Path:
+    """Write ``bench/results/<name>.json`` and print the rows as a table."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"command": command_line(),
+               "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "machine": machine_info(), "notes": notes, "rows": rows}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print_table(rows)
+    print(f"wrote {path}")
+    return path
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    widths = {k: max(len(k), *(len(str(r.get(k, ""))) for r in rows)) for k in keys}
+    print("  ".join(k.ljust(widths[k]) for k in keys))
+    for row in rows:
+        print("  ".join(str(row.get(k, "")).ljust(widths[k]) for k in keys))

@@ -1,0 +1,2 @@
+"""distgcl: distributed graph contrastive learning (GRACE, E2Neg, NML-GCL)."""
+__version__ = "0.1.0"

@@ -1,0 +1,34 @@
+"""Method registry. Each method module registers its class and its config section on import."""
+from __future__ import annotations
+
+from distgcl.config import register_section
+from distgcl.methods.base import GraphInfo, Method, TrainingDiverged
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(name: str, section_cls: type):  # type: ignore[no-untyped-def]
+    """Class decorator: ``@register_method("grace", GraceConfig)``."""
+
+    def wrap(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        METHODS[name] = cls
+        register_section(name, section_cls)
+        return cls
+
+    return wrap
+
+
+def build_method(config, info: GraphInfo) -> Method:  # type: ignore[no-untyped-def]
+    """Instantiate the method named by ``config.method``."""
+    try:
+        cls = METHODS[config.method]
+    except KeyError:
+        raise ValueError(f"unknown method {config.method!r}; known: {sorted(METHODS)}") from None
+    return cls(config, info)
+
+
+# Importing the modules registers them (keep one line per method).
+from distgcl.methods import grace  # noqa: E402,F401
+
+__all__ = ["METHODS", "Method", "GraphInfo", "TrainingDiverged", "register_method", "build_method"]

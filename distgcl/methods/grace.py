@@ -1,0 +1,100 @@
+"""GRACE (Zhu et al., 2020, "Deep Graph Contrastive Representation Learning").
+
+Two views by edge dropping + feature masking, a shared GCN encoder, a projection head and the
+symmetric InfoNCE of :func:`distgcl.losses.grace_loss` with inter- and intra-view negatives.
+``negatives: full`` is the paper's O(N^2) objective (optionally chunked to O(BN) memory);
+``negatives: sampled`` draws K negatives per anchor block for graphs where N x N does not fit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+
+from distgcl.augment import augment_view
+from distgcl.config import Config, check_at_least, check_positive
+from distgcl.losses import grace_loss, sampled_grace_loss
+from distgcl.methods import register_method
+from distgcl.methods.base import GraphInfo, Method
+from distgcl.nn import GCNEncoder, Projector
+
+
+@dataclass(kw_only=True)
+class GraceConfig:
+    tau: float = 0.5
+    """Temperature."""
+    negatives: Literal["full", "sampled"] = "full"
+    """``full``: all 2N-2 negatives per anchor; ``sampled``: 2K sampled ones."""
+    num_negatives: int = 1024
+    """K for ``negatives: sampled``."""
+    chunk_size: int = 0
+    """Anchors per similarity chunk for ``full`` (0: one N x N block)."""
+    block_size: int = 1024
+    """Anchors sharing one sampled candidate block for ``sampled``."""
+    intra_view: bool = True
+    """Use intra-view negatives as well as inter-view ones."""
+
+    def validate(self, prefix: str) -> None:
+        check_positive(f"{prefix}.tau", self.tau)
+        check_at_least(f"{prefix}.num_negatives", self.num_negatives, 1)
+        check_at_least(f"{prefix}.chunk_size", self.chunk_size, 0)
+        check_at_least(f"{prefix}.block_size", self.block_size, 1)
+
+
+def build_encoder(config: Config, info: GraphInfo) -> GCNEncoder:
+    m = config.model
+    return GCNEncoder(info.num_features, m.out_dim, m.hidden_dim, m.layers, m.activation,
+                      m.activate_last)
+
+
+@register_method("grace", GraceConfig)
+class Grace(Method):
+    """GRACE on the :class:`~distgcl.methods.base.Method` interface."""
+
+    def __init__(self, config: Config, info: GraphInfo) -> None:
+        super().__init__(config, info)
+        self.cfg: GraceConfig = config.section("grace")
+        self.encoder = build_encoder(config, info)
+        proj = config.model.proj_dim
+        self.projector = Projector(config.model.out_dim, proj) if proj > 0 else torch.nn.Identity()
+        self.generator = torch.Generator().manual_seed(config.train.seed + 1)
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        t = self.config.train
+        self.optimizers = {"model": torch.optim.Adam(self.parameters(), lr=t.lr,
+                                                     weight_decay=t.weight_decay)}
+        return self.optimizers
+
+    def views(self, data: Data) -> tuple[Tensor, Tensor]:
+        """Projected embeddings of two independently augmented views."""
+        a = self.config.augment
+        x1, e1 = augment_view(data.x, data.edge_index, a.edge_drop_1, a.feature_mask_1)
+        x2, e2 = augment_view(data.x, data.edge_index, a.edge_drop_2, a.feature_mask_2)
+        return self.projector(self.encoder(x1, e1)), self.projector(self.encoder(x2, e2))
+
+    def loss(self, h1: Tensor, h2: Tensor) -> Tensor:
+        c = self.cfg
+        if c.negatives == "sampled":
+            return sampled_grace_loss(h1, h2, c.tau, c.num_negatives, self.generator,
+                                      block_size=c.block_size, intra_view=c.intra_view)
+        return grace_loss(h1, h2, c.tau, chunk_size=c.chunk_size or None,
+                          intra_view=c.intra_view)
+
+    def training_step(self, batch: Any) -> dict[str, float]:
+        self.train()
+        opt = self.optimizers["model"]
+        opt.zero_grad()
+        h1, h2 = self.views(batch)
+        loss = self.loss(h1, h2)
+        self.check_finite(loss)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def embed(self, data: Data) -> Tensor:
+        self.eval()
+        return self.encoder(data.x, data.edge_index)
