@@ -144,7 +144,9 @@ class TrainConfig:
     progress: bool = True
     """Show a progress bar."""
     checkpoint_every: int = 0
-    """Save a resumable checkpoint every N epochs into the output dir (0: only on failure)."""
+    """Save a resumable checkpoint every N epochs into ``<out>/checkpoints`` (0: never)."""
+    resume: bool = True
+    """Continue from the newest complete checkpoint in ``<out>/checkpoints`` if there is one."""
 
     def validate(self, prefix: str) -> None:
         check_at_least(f"{prefix}.epochs", self.epochs, 1)

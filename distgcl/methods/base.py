@@ -83,6 +83,14 @@ class Method(nn.Module, abc.ABC):
             raise TrainingDiverged(f"{what} became {loss.item()} (not finite); "
                                    "try a lower learning rate or a higher temperature")
 
+    def get_extra_state(self) -> dict[str, Any]:
+        """Checkpoint every ``torch.Generator`` attribute (samplers), so resumes are exact."""
+        return {k: v.get_state() for k, v in vars(self).items() if isinstance(v, torch.Generator)}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            getattr(self, key).set_state(value)
+
     def optimizer_state(self) -> dict[str, Any]:
         return {name: opt.state_dict() for name, opt in self.optimizers.items()}
 

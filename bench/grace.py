@@ -1,0 +1,63 @@
+"""GRACE with its published hyperparameters on the six standard datasets -> bench/results/grace.json.
+
+    DISTGCL_DATA=../shared/data python bench/grace.py [--budget 300] [--datasets cora,citeseer]
+
+Full-batch GRACE costs O(N^2 d) per epoch; on a 2-core CPU the published epoch counts (up to 2000)
+take hours on the larger graphs. Each dataset therefore gets a wall-clock budget: a 2-epoch timing
+run measures seconds per epoch, and the real run uses ``min(published, budget / s_per_epoch)``
+epochs. Every row records the epochs it ran next to the published count.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, WORK, row_from_result, run_distgcl, write_results  # noqa: E402
+
+PUBLISHED = {  # accuracy the issue holds us to (DGL README public split; BGRL table for the rest)
+    "cora": 81.9, "citeseer": 71.2, "pubmed": 80.6, "photo": 92.78, "computers": 89.53, "cs": 91.12,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--budget", type=float, default=300.0, help="training seconds per dataset")
+    parser.add_argument("--datasets", default=",".join(PUBLISHED))
+    parser.add_argument("--seeds", type=int, default=10, help="linear-probe seeds")
+    args = parser.parse_args()
+
+    rows = []
+    for name in args.datasets.split(","):
+        config = REPO / "configs" / f"{name}_grace.yaml"
+        import yaml
+
+        published_epochs = yaml.safe_load(config.read_text())["train"]["epochs"]
+        timing = run_distgcl(config, ["train.epochs=2", "eval.probe_seeds=1",
+                                      "eval.probe_epochs=10", "eval.clustering=false"],
+                             WORK / f"grace-{name}-timing")
+        per_epoch = timing["timing"]["seconds_per_epoch"]
+        epochs = int(max(1, min(published_epochs, args.budget // max(per_epoch, 1e-6))))
+        print(f"[{name}] {per_epoch:.2f} s/epoch -> {epochs}/{published_epochs} epochs", flush=True)
+        result = run_distgcl(config, [f"train.epochs={epochs}", f"eval.probe_seeds={args.seeds}"],
+                             WORK / f"grace-{name}")
+        row = row_from_result(result, variant="full-batch", published_epochs=published_epochs,
+                              published_accuracy=PUBLISHED.get(name))
+        if row.get("accuracy_mean") is not None and PUBLISHED.get(name) is not None:
+            row["gap_to_published"] = round(row["accuracy_mean"] - PUBLISHED[name], 2)
+        rows.append(row)
+        print(row, flush=True)
+
+    short = [r["dataset"] for r in rows if r["epochs"] < r["published_epochs"]]
+    notes = (f"GRACE full-batch InfoNCE (inter+intra-view negatives) with published hyperparameters "
+             f"(configs/<dataset>_grace.yaml: GRACE config.yaml for Planetoid, GCA params for "
+             f"Amazon/Coauthor). Probe: batched logistic regression, {args.seeds} seeds, "
+             f"standardized embeddings; public split for Planetoid, seeded random 1:1:8 splits "
+             f"otherwise. Budget {args.budget:.0f} s of training per dataset on a shared 2-core "
+             f"CPU; fewer epochs than published on: {', '.join(short) or 'none'}.")
+    write_results("grace", rows, notes)
+
+
+if __name__ == "__main__":
+    main()

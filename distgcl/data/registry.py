@@ -1,0 +1,240 @@
+"""One entry point for every dataset: :func:`load_dataset`.
+
+Raw files are read from a data root that may be read-only (``data.root``, else ``$DISTGCL_DATA``,
+else ``~/.cache/distgcl/data``); anything PyG/OGB processes goes into a writable cache
+(``data.cache``, else ``$DISTGCL_CACHE``, else ``~/.cache/distgcl``), never into the root.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+import torch
+from torch_geometric.data import Data
+
+from distgcl.data.splits import SplitMasks, random_split
+
+
+class DatasetError(ValueError):
+    """A user-facing dataset problem (unknown name, missing files); one-line message."""
+
+
+@dataclass
+class GraphDataset:
+    """A loaded graph plus how to split it for evaluation."""
+
+    name: str
+    data: Data
+    """``x [N, F]`` float, ``edge_index [2, E]``, ``y`` (``[N]`` class ids or ``[N, T]`` 0/1)."""
+    num_classes: int
+    """Classes, or tasks for multi-label data."""
+    multilabel: bool = False
+    split: str = "random"
+    """``public`` / ``species`` / ``time`` (fixed masks on ``data``) or ``random`` (1:1:8 per seed)."""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def fixed_split(self) -> bool:
+        return self.split != "random"
+
+    def split_masks(self, seed: int) -> SplitMasks:
+        """The split for probe run ``seed``: the fixed one, or a seeded random 1:1:8 split."""
+        if self.fixed_split:
+            return SplitMasks(self.data.train_mask, self.data.val_mask, self.data.test_mask)
+        return random_split(self.data.num_nodes, seed)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    family: str
+    """Where the raw files live under the root (e.g. ``Planetoid/Cora/raw``)."""
+    raw_dir: str
+    raw_files: tuple[str, ...]
+    description: str
+
+
+def _planetoid(name: str) -> DatasetSpec:
+    low = name.lower()
+    files = tuple(f"ind.{low}.{ext}" for ext in ("x", "tx", "allx", "y", "ty", "ally", "graph",
+                                                 "test.index"))
+    return DatasetSpec(low, "planetoid", f"Planetoid/{name}/raw", files,
+                       f"Planetoid {name} citation graph, public split")
+
+
+SPECS: dict[str, DatasetSpec] = {
+    "cora": _planetoid("Cora"),
+    "citeseer": _planetoid("CiteSeer"),
+    "pubmed": _planetoid("PubMed"),
+    "photo": DatasetSpec("photo", "amazon", "Amazon/Photo/raw", ("amazon_electronics_photo.npz",),
+                         "Amazon Photo co-purchase graph, random 1:1:8 splits"),
+    "computers": DatasetSpec("computers", "amazon", "Amazon/Computers/raw",
+                             ("amazon_electronics_computers.npz",),
+                             "Amazon Computers co-purchase graph, random 1:1:8 splits"),
+    "cs": DatasetSpec("cs", "coauthor", "Coauthor/CS/raw", ("ms_academic_cs.npz",),
+                      "Coauthor CS graph, random 1:1:8 splits"),
+    "physics": DatasetSpec("physics", "coauthor", "Coauthor/Physics/raw", ("ms_academic_phy.npz",),
+                           "Coauthor Physics graph, random 1:1:8 splits"),
+    "ogbn-arxiv": DatasetSpec("ogbn-arxiv", "ogb", "ogbn_arxiv", (), "OGB arxiv, time split"),
+    "ogbn-proteins": DatasetSpec("ogbn-proteins", "ogb", "ogbn_proteins", (),
+                                 "OGB proteins, 112 binary tasks, species split"),
+    "csbm": DatasetSpec("csbm", "generated", "", (), "synthetic contextual SBM (generated)"),
+    "file": DatasetSpec("file", "file", "", (), "your own PyG Data saved with torch.save"),
+}
+PYG_NAMES = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed", "photo": "Photo",
+             "computers": "Computers", "cs": "CS", "physics": "Physics"}
+
+
+def dataset_names() -> list[str]:
+    return list(SPECS)
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("DISTGCL_DATA", Path.home() / ".cache" / "distgcl" / "data"))
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("DISTGCL_CACHE", Path.home() / ".cache" / "distgcl"))
+
+
+def required_files(name: str, root: Path) -> list[Path]:
+    """The raw files ``name`` needs under ``root`` (empty for generated/user datasets)."""
+    spec = _spec(name)
+    if spec.family == "ogb":
+        from distgcl.data.ogb import OGB_RAW_FILES
+
+        return [root / spec.raw_dir / f for f in OGB_RAW_FILES[name]]
+    return [root / spec.raw_dir / f for f in spec.raw_files]
+
+
+def missing_files(name: str, root: Path) -> list[Path]:
+    return [p for p in required_files(name, root) if not p.is_file()]
+
+
+def _spec(name: str) -> DatasetSpec:
+    if name not in SPECS:
+        raise DatasetError(f"unknown dataset {name!r}; valid names: {', '.join(SPECS)}")
+    return SPECS[name]
+
+
+def _cache_dir(cache: Path, root: Path) -> Path:
+    """A cache folder per source root, so two roots never share processed files."""
+    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]
+    return cache / "processed" / key
+
+
+def _load_pyg(name: str, root: Path, cache: Path, download: bool) -> Data:
+    """Planetoid / Amazon / Coauthor through PyG, processing into the cache, not into ``root``."""
+    from torch_geometric.datasets import Amazon, Coauthor, Planetoid
+
+    spec = SPECS[name]
+    family_root = _cache_dir(cache, root) / spec.raw_dir.split("/")[0]
+    raw = family_root / spec.raw_dir.split("/", 1)[1]
+    raw.mkdir(parents=True, exist_ok=True)
+    for fname in spec.raw_files:
+        src, dst = root / spec.raw_dir / fname, raw / fname
+        if src.is_file() and not dst.exists():
+            dst.symlink_to(src.resolve())
+    del download  # PyG downloads by itself when raw files are absent and download was allowed
+    pyg_name = PYG_NAMES[name]
+    if spec.family == "planetoid":
+        ds = Planetoid(str(family_root), pyg_name, split="public")
+    elif spec.family == "amazon":
+        ds = Amazon(str(family_root), pyg_name)
+    else:
+        ds = Coauthor(str(family_root), pyg_name)
+    return ds[0]  # type: ignore[index]
+
+
+def _load_file(path: str | None) -> Data:
+    if path is None:
+        raise DatasetError("data.path is required for data.name=file")
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(f"data.path {p} does not exist")
+    from distgcl.data.ogb import allow_pyg_pickles
+
+    allow_pyg_pickles()
+    try:
+        obj = torch.load(p, weights_only=True)
+    except Exception as exc:  # any unpickling problem is a bad user file
+        raise DatasetError(f"cannot read {p} as a PyG Data file: {str(exc).splitlines()[0]}") from None
+    if isinstance(obj, dict):
+        obj = Data(**obj)
+    if not isinstance(obj, Data):
+        raise DatasetError(f"{p} holds a {type(obj).__name__}, expected torch_geometric Data")
+    for key in ("x", "edge_index", "y"):
+        if getattr(obj, key, None) is None:
+            raise DatasetError(f"{p}: Data has no '{key}' (needs x, edge_index, y)")
+    if obj.edge_index.dim() != 2 or obj.edge_index.size(0) != 2:
+        raise DatasetError(f"{p}: edge_index must have shape [2, E] (got {list(obj.edge_index.shape)})")
+    return obj
+
+
+def load_dataset(name: str, root: str | Path | None = None, *, cache: str | Path | None = None,
+                 download: bool = False, normalize_features: bool = False,
+                 path: str | None = None, seed: int = 0, csbm: object | None = None,
+                 proteins_node_features: str = "mean") -> GraphDataset:
+    """Load dataset ``name`` (see ``distgcl datasets``) as a :class:`GraphDataset`.
+
+    Raises:
+        DatasetError: unknown name, or raw files missing (the message names them and where).
+    """
+    spec = _spec(name)
+    root_path = Path(root) if root is not None else default_root()
+    cache_path = Path(cache) if cache is not None else default_cache()
+    if spec.family not in ("generated", "file") and not download:
+        missing = missing_files(name, root_path)
+        if missing:
+            where = missing[0].parent
+            shown = ", ".join(p.name for p in missing[:8]) + (" ..." if len(missing) > 8 else "")
+            raise DatasetError(
+                f"dataset {name!r}: {len(missing)} file(s) missing under {where}: {shown} "
+                f"(no download without network: copy them there, point data.root/DISTGCL_DATA at "
+                f"a folder that has them, or set data.download=true)")
+
+    split, multilabel = "random", False
+    if spec.family == "planetoid":
+        data, split = _load_pyg(name, root_path, cache_path, download), "public"
+        num_classes = int(data.y.max()) + 1
+    elif spec.family in ("amazon", "coauthor"):
+        data = _load_pyg(name, root_path, cache_path, download)
+        num_classes = int(data.y.max()) + 1
+    elif spec.family == "ogb":
+        from distgcl.data.ogb import load_ogb
+
+        data, num_classes, multilabel = load_ogb(
+            name, root_path, _cache_dir(cache_path, root_path), download=download,
+            proteins_node_features=proteins_node_features)
+        split = "species" if name == "ogbn-proteins" else "time"
+    elif spec.family == "generated":
+        from distgcl.config import CSBMConfig
+        from distgcl.data.csbm import csbm_graph
+
+        c = csbm if csbm is not None else CSBMConfig()
+        data = csbm_graph(c.num_nodes, c.num_classes, c.homophily, c.avg_degree,  # type: ignore[attr-defined]
+                          c.num_features, c.feature_signal, seed)  # type: ignore[attr-defined]
+        num_classes = c.num_classes  # type: ignore[attr-defined]
+    else:
+        data = _load_file(path)
+        multilabel = data.y.dim() == 2 and data.y.size(1) > 1
+        num_classes = int(data.y.size(1)) if multilabel else int(data.y.max()) + 1
+        if all(getattr(data, k, None) is not None for k in ("train_mask", "val_mask", "test_mask")):
+            split = "file"
+    data = Data(x=data.x.float(), edge_index=data.edge_index.long(), y=data.y,
+                num_nodes=data.num_nodes,
+                **{k: getattr(data, k) for k in ("train_mask", "val_mask", "test_mask")
+                   if getattr(data, k, None) is not None})
+    if normalize_features:
+        # Row-normalize as PyG's NormalizeFeatures (GRACE, E2Neg); zero rows stay zero.
+        data.x = data.x / data.x.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return GraphDataset(name, data, num_classes, multilabel, split)
+
+
+def load_from_config(cfg: object, seed: int) -> GraphDataset:
+    """:func:`load_dataset` with the fields of a :class:`~distgcl.config.DataConfig`."""
+    return load_dataset(cfg.name, cfg.root, cache=cfg.cache, download=cfg.download,  # type: ignore[attr-defined]
+                        normalize_features=cfg.normalize_features, path=cfg.path,  # type: ignore[attr-defined]
+                        seed=seed, csbm=cfg.csbm,  # type: ignore[attr-defined]
+                        proteins_node_features=cfg.proteins_node_features)  # type: ignore[attr-defined]
