@@ -15,6 +15,8 @@ full-batch loss exactly.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -24,7 +26,8 @@ from distgcl.typing import NodeIds, OptTensor
 
 
 def info_nce(anchor: Tensor, positive: Tensor, candidates: Tensor, tau: float, *,
-             candidate_mask: OptTensor = None, candidate_weights: OptTensor = None) -> Tensor:
+             candidate_mask: OptTensor = None, candidate_weights: OptTensor = None,
+             candidate_log_weights: OptTensor = None) -> Tensor:
     r"""Per-anchor (weighted) InfoNCE over a block of negative candidates.
 
     Args:
@@ -37,6 +40,10 @@ def info_nce(anchor: Tensor, positive: Tensor, candidates: Tensor, tau: float, *
             (e.g. the anchor itself or its positive) (default: :obj:`None`, all valid).
         candidate_weights (Tensor, optional): :math:`(B, K)` non-negative weights
             :math:`w_{ij}` (default: :obj:`None`, all ones).
+        candidate_log_weights (Tensor, optional): :math:`(B, K)` (or per-anchor :math:`(B, 1)`)
+            :math:`\log w_{ij}` instead of ``candidate_weights`` (numerically stable when
+            :math:`w` comes from a log-softmax, and one :math:`(B, K)` buffer fewer)
+            (default: :obj:`None`).
 
     Returns:
         Tensor: the loss of every anchor, :math:`(B,)`.
@@ -52,13 +59,43 @@ def info_nce(anchor: Tensor, positive: Tensor, candidates: Tensor, tau: float, *
         neg = a @ c.t() / tau  # [B, K]
     else:
         neg = torch.einsum("bd,bkd->bk", a, c) / tau  # [B, K]
+    if candidate_weights is not None and candidate_log_weights is not None:
+        raise ValueError("pass candidate_weights or candidate_log_weights, not both")
     if candidate_weights is not None:
         # log w_ij folded into the logits: w = 0 becomes -inf, i.e. the candidate is dropped.
-        neg = neg + torch.log(candidate_weights.clamp_min(0))
+        candidate_log_weights = torch.log(candidate_weights.clamp_min(0))
+    return info_nce_logits(pos, neg, candidate_mask=candidate_mask,
+                           candidate_log_weights=candidate_log_weights)
+
+
+def info_nce_logits(pos: Tensor, neg: Tensor, *, candidate_mask: OptTensor = None,
+                    candidate_log_weights: OptTensor = None) -> Tensor:
+    r"""The end of :func:`info_nce` on precomputed logits :math:`s/\tau` (shared by every loss).
+
+    Shapes:
+        - **input:** ``pos`` :math:`(B,)`, ``neg``, ``candidate_mask``,
+          ``candidate_log_weights`` :math:`(B, K)`
+        - **output:** :math:`(B,)`
+    """
+    row_log_weight = None
+    if candidate_log_weights is not None:
+        if candidate_log_weights.dim() == 2 and candidate_log_weights.size(1) == 1:
+            row_log_weight = candidate_log_weights.squeeze(1)  # per-anchor: factor out of the sum
+        else:
+            neg = neg + candidate_log_weights
     if candidate_mask is not None:
         neg = neg.masked_fill(~candidate_mask, float("-inf"))
-    logits = torch.cat([pos.unsqueeze(1), neg], dim=1)  # [B, 1 + K]
-    return torch.logsumexp(logits, dim=1) - pos
+        if not bool(candidate_mask.any(dim=1).all()):  # a row without candidates: -inf row,
+            if row_log_weight is not None:  # whose logsumexp grad is NaN
+                neg = neg + row_log_weight.unsqueeze(1)
+            logits = torch.cat([pos.unsqueeze(1), neg], dim=1)
+            return torch.logsumexp(logits, dim=1) - pos
+    # log(e^pos + sum_j e^neg_j) without materializing the [B, 1 + K] concatenation;
+    # a per-anchor (B, 1) log-weight c_i is factored out: log sum_j e^{neg_ij + c_i} = lse_i + c_i
+    lse = torch.logsumexp(neg, dim=1)
+    if row_log_weight is not None:
+        lse = lse + row_log_weight
+    return torch.logaddexp(pos, lse) - pos
 
 
 def _self_mask(anchor_ids: NodeIds, candidate_ids: NodeIds) -> Tensor:
@@ -159,3 +196,225 @@ def sampled_grace_loss(h1: Tensor, h2: Tensor, tau: float, num_negatives: int,
         losses.append(grace_block_loss(h2, h1, ids, cand, tau, intra_view))
     return torch.cat(losses).mean()
 
+
+
+# ----------------------------------------------------------------------------- NML-GCL
+
+class NMLTerms(NamedTuple):
+    """Per-anchor parts of one direction of the NML loss, each :math:`(B,)`."""
+
+    loss: Tensor
+    """:math:`\\ell_i + \\alpha_i\\,\\mathrm{KL}_i`."""
+    info_nce: Tensor
+    """The weighted InfoNCE :math:`\\ell_i`."""
+    kl: Tensor
+    """:math:`\\mathrm{KL}(\\mathrm{Unif}(\\mathcal{C}_i) \\,\\|\\, m_{i\\cdot})`."""
+
+
+def nml_direction_loss(anchor: Tensor, positive: Tensor, candidates: Tensor, log_m: Tensor,
+                       tau: float, c: float, *, candidate_mask: OptTensor = None,
+                       count_positive: bool = False, alpha: float | None = None) -> NMLTerms:
+    r"""One direction of the NML-GCL loss for a block of anchors against a candidate block.
+
+    .. math::
+        \ell_i = -\log \frac{e^{s(a_i, p_i)/\tau}}
+            {e^{s(a_i, p_i)/\tau} + \sum_{j \in \mathcal{C}_i} n_i\, m_{ij}\, e^{s(a_i, c_j)/\tau}},
+        \qquad
+        \mathcal{L}_i = \ell_i + \alpha_i\, \mathrm{KL}\!\left(\mathrm{Unif}(\mathcal{C}_i)
+            \,\|\, m_{i\cdot}\right),\quad \alpha_i = c\, n_i,
+
+    with :math:`n_i = |\mathcal{C}_i|` the number of valid candidates and :math:`m` the negative
+    metric (rows sum to one over :math:`\mathcal{C}_i`). A uniform :math:`m_{ij} = 1/n_i` gives
+    :math:`w \equiv 1` and :math:`\mathrm{KL} = 0`: plain InfoNCE. The weighted InfoNCE is
+    :func:`info_nce_logits` (the common end of :func:`info_nce`) with ``candidate_log_weights``
+    :math:`= \log n_i + \log m_{ij}`.
+
+    Args:
+        anchor (Tensor): :math:`(B, d)`.
+        positive (Tensor): :math:`(B, d)`.
+        candidates (Tensor): :math:`(K, d)` shared or :math:`(B, K, d)` per anchor.
+        log_m (Tensor): :math:`\log m_{ij}` :math:`(B, K)` (or the unnormalized metric
+            logits, e.g. :math:`\cos(g(a_i), g(c_j))`: the softmax over the valid candidates is
+            taken here; entries of invalid candidates are ignored).
+        tau (float): InfoNCE temperature.
+        c (float): regularization coefficient, :math:`\alpha_i = c\,n_i`.
+        candidate_mask (Tensor, optional): :math:`(B, K)` bool valid candidates
+            (default: :obj:`None`, all :math:`K` valid).
+        count_positive (bool, optional): the official code's layout, where the candidate block
+            contains the anchor's own positive (:math:`N` columns): weights and :math:`\alpha` are
+            then scaled by :math:`n_i - 1` instead of :math:`n_i` (default: :obj:`False`).
+        alpha (float, optional): a fixed :math:`\alpha` instead of :math:`c\,n_i`
+            (default: :obj:`None`).
+
+    Returns:
+        NMLTerms: per-anchor total, weighted InfoNCE and KL, each :math:`(B,)`.
+
+    Space complexity: O(BK).
+    """
+    a = F.normalize(anchor, dim=-1)
+    pos = (a * F.normalize(positive, dim=-1)).sum(-1) / tau  # [B]
+    cand = F.normalize(candidates, dim=-1)
+    neg = (a @ cand.t() if cand.dim() == 2 else torch.einsum("bd,bkd->bk", a, cand)) / tau
+    return _nml_terms(pos, neg, log_m, c, candidate_mask, count_positive, alpha)
+
+
+def _nml_terms(pos: Tensor, neg: Tensor, metric: Tensor, c: float, candidate_mask: OptTensor,
+               count_positive: bool, alpha: float | None) -> NMLTerms:
+    """NML terms from InfoNCE logits ``pos`` (B,), ``neg`` (B, K) and metric logits (B, K).
+
+    ``metric`` is any row-shifted version of :math:`\\log m` (the NMN cosines, or ``log_m``
+    itself): :math:`\\log m_{ij} = \\mathrm{metric}_{ij} - \\mathrm{LSE}_j(\\mathrm{metric}_{ij})`.
+    Anchors without any valid candidate get loss 0.
+    """
+    b, k = metric.shape
+    if candidate_mask is None:
+        n = metric.new_full((b,), float(k))
+        return _nml_terms_masked(pos, neg, metric, metric.sum(dim=1), n, c, count_positive, alpha)
+    n = candidate_mask.sum(dim=1).to(metric.dtype)  # [B]
+    keep = n > 0
+    if not bool(keep.all()):  # compute the anchors that have candidates, zeros for the rest
+        sub = _nml_terms(pos[keep], neg[keep], metric[keep], c, candidate_mask[keep],
+                         count_positive, alpha)
+        zeros = pos.new_zeros(b)
+        return NMLTerms(*(zeros.index_put((keep,), t) for t in sub))
+    metric_sum = metric.masked_fill(~candidate_mask, 0.0).sum(dim=1)  # [B]
+    metric = metric.masked_fill(~candidate_mask, float("-inf"))  # [B, K]
+    return _nml_terms_masked(pos, neg, metric, metric_sum, n, c, count_positive, alpha)
+
+
+def _nml_terms_masked(pos: Tensor, neg: Tensor, metric: Tensor, metric_sum: Tensor, n: Tensor,
+                      c: float, count_positive: bool, alpha: float | None) -> NMLTerms:
+    """Core of the NML terms; ``metric`` is -inf on invalid candidates, ``metric_sum`` its sum
+    over the valid ones, ``n`` their number (all (B,) but metric (B, K)).
+
+    With :math:`\\log m_{ij} = \\mathrm{metric}_{ij} - L_i`, :math:`L_i = \\mathrm{LSE}_j
+    \\mathrm{metric}_{ij}`, the weighted negatives are
+    :math:`\\sum_j w_{ij} e^{s_{ij}/\\tau} = \\sum_j e^{s_{ij}/\\tau + \\mathrm{metric}_{ij}}
+    \\cdot n_i e^{-L_i}`: one (B, K) sum and a per-row log-weight, so :func:`info_nce_logits` gets
+    ``neg + metric`` and the (B, 1) log-weight :math:`\\log n_i - L_i`, and
+    :math:`\\mathrm{KL}_i = -\\log n_i - \\overline{\\mathrm{metric}}_i + L_i` needs no (B, K) pass.
+    """
+    scale = (n - 1).clamp_min(0) if count_positive else n  # [B]
+    lse_m = torch.logsumexp(metric, dim=1)  # [B]
+    z = neg + metric  # [B, K], -inf on invalid candidates
+    ce = info_nce_logits(pos, z, candidate_log_weights=(torch.log(scale) - lse_m).unsqueeze(1))
+    kl = -torch.log(n) - metric_sum / n + lse_m  # KL(Unif || m_i), [B]
+    a = scale * c if alpha is None else torch.full_like(scale, alpha)
+    return NMLTerms(ce + a * kl, ce, kl)
+
+
+def _symmetric_sums(uv: NMLTerms, vu: NMLTerms) -> Tensor:
+    """``[3]``: sums over anchors of the symmetric total, InfoNCE part and KL part."""
+    return torch.stack([(0.5 * (uv.loss + vu.loss)).sum(),
+                        (0.5 * (uv.info_nce + vu.info_nce)).sum(), (0.5 * (uv.kl + vu.kl)).sum()])
+
+
+def _nml_block(u: Tensor, v: Tensor, gu: Tensor, gv: Tensor, anchor_ids: NodeIds,
+               candidate_ids: NodeIds, tau: float, c: float, include_positive: bool,
+               alpha: float | None) -> Tensor:
+    """Sum over a block of anchors of the symmetric per-anchor NML loss, plus the parts' sums."""
+    mask = None if include_positive else _self_mask(anchor_ids, candidate_ids)  # [B, K]
+    out = []
+    for a, p, ga, gc in ((u, v, gu, gv), (v, u, gv, gu)):  # U->V then V->U
+        gan, gcn = F.normalize(ga[anchor_ids], dim=-1), F.normalize(gc[candidate_ids], dim=-1)
+        metric = gan @ gcn.t() if gcn.dim() == 2 else torch.einsum("bd,bkd->bk", gan, gcn)
+        out.append(nml_direction_loss(a[anchor_ids], p[anchor_ids], p[candidate_ids], metric,
+                                      tau, c, candidate_mask=mask,
+                                      count_positive=include_positive, alpha=alpha))
+    (uv, vu) = out
+    return _symmetric_sums(uv, vu)
+
+
+def _nml_full_square(u: Tensor, v: Tensor, gu: Tensor, gv: Tensor, tau: float, c: float,
+                     include_positive: bool, alpha: float | None) -> Tensor:
+    """Full batch: the V->U matrices are the transposes of the U->V ones, so each N x N matrix
+    is computed once, and the self-mask is the diagonal (no N x N mask).
+
+    Space complexity: O(N^2) (two N x N matrices plus one per direction and their grads)."""
+    n = u.size(0)
+    sim = F.normalize(u, dim=1) @ F.normalize(v, dim=1).t() / tau  # [N, N] s(u_i, v_j)/tau
+    pos = sim.diagonal().clone()  # [N] (a copy, so autograd does not keep all of sim alive)
+    metric = F.normalize(gu, dim=1) @ F.normalize(gv, dim=1).t()  # [N, N] cos(g(u_i), g(v_j))
+    if include_positive:
+        rows, cols, count = metric.sum(1), metric.sum(0), float(n)
+    else:
+        diag = metric.diagonal()
+        rows, cols, count = metric.sum(1) - diag, metric.sum(0) - diag, float(n - 1)
+        metric.diagonal().fill_(float("-inf"))  # the self pair is not a candidate
+    counts = u.new_full((n,), count)
+    uv = _nml_terms_masked(pos, sim, metric, rows, counts, c, include_positive, alpha)
+    vu = _nml_terms_masked(pos, sim.t(), metric.t(), cols, counts, c, include_positive, alpha)
+    return _symmetric_sums(uv, vu)
+
+
+def nml_loss(u: Tensor, v: Tensor, gu: Tensor, gv: Tensor, tau: float, c: float, *,
+             anchor_ids: OptTensor = None, candidate_ids: OptTensor = None,
+             include_positive: bool = False, alpha: float | None = None,
+             chunk_size: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    r"""The symmetric NML-GCL objective (Eq. 7 of the paper), one code path for every mode.
+
+    .. math::
+        \mathcal{L} = \frac{1}{|A|}\sum_{i \in A} \frac{1}{2}\left[
+            \mathcal{L}_i^{UV} + \mathcal{L}_i^{VU}\right],
+
+    where :math:`\mathcal{L}_i^{UV}` is :func:`nml_direction_loss` with anchor :math:`u_i`,
+    positive :math:`v_i`, candidates :math:`v_j` and metric
+    :math:`m^{UV}_{ij} = \mathrm{softmax}_j \cos(g(u_i), g(v_j))`, and symmetrically for
+    :math:`VU`. Only inter-view negatives are used (as the official code).
+
+    * **Full batch** (the paper): ``anchor_ids = candidate_ids = None`` (all N rows); the
+      candidates of :math:`i` are all :math:`j \ne i`, :math:`n_i = N-1`, :math:`\alpha = c(N-1)`.
+    * **Mini-batch**: ``anchor_ids`` :math:`(B,)` and a candidate block ``candidate_ids``
+      :math:`(K,)` (shared) or :math:`(B, K)` (per anchor), rows of ``u``/``v`` (the local ids of
+      a sampled subgraph); a candidate equal to its anchor is masked out.
+
+    **Difference to the official code** (reproduced by ``include_positive=True``): there the
+    softmax and the weighted sum run over all N columns including :math:`j = i` (the positive
+    also enters the denominator with weight :math:`w_{ii}`), with :math:`w = (N-1)m` and
+    :math:`\alpha = c(N-1)`, and the KL is against the uniform distribution over N columns.
+    The default follows the issue's definition: the positive is not a candidate.
+
+    Args:
+        u, v (Tensor): embeddings of the two views :math:`(N, d)` (rows = nodes or local ids).
+        gu, gv (Tensor): the same rows mapped by the metric network, :math:`g(u), g(v)`
+            :math:`(N, d')` (pass ``u, v`` themselves for the plain-cosine metric).
+        tau (float): temperature of the InfoNCE part.
+        c (float): :math:`\alpha = c \cdot n_i`.
+        anchor_ids (Tensor, optional): anchor rows (default: all rows).
+        candidate_ids (Tensor, optional): candidate rows :math:`(K,)` or :math:`(B, K)`
+            (default: all rows).
+        include_positive (bool, optional): the official code's candidate layout (see above);
+            no candidate is masked (default: :obj:`False`).
+        alpha (float, optional): fixed :math:`\alpha` instead of :math:`c\,n_i`
+            (default: :obj:`None`).
+        chunk_size (int, optional): anchors per chunk; each chunk's :math:`(B_c, K)` blocks are
+            recomputed in backward (activation checkpointing), so memory is O(B_c K) instead of
+            O(BK), e.g. O(N) instead of O(N^2) in full batch (default: :obj:`None`, one block).
+
+    Returns:
+        (Tensor, dict): the scalar loss and detached means ``info_nce``, ``kl`` of the parts.
+
+    Space complexity: O(BK) for B anchors and K candidates (O(N^2) in full batch, unchunked).
+    """
+    n = u.size(0)
+    if u.shape != v.shape or gu.size(0) != n or gv.size(0) != n:
+        raise ValueError("u, v, gu, gv must have the same number of rows and u, v the same shape")
+    all_ids = torch.arange(n, device=u.device)
+    anchors = all_ids if anchor_ids is None else anchor_ids
+    cands = all_ids if candidate_ids is None else candidate_ids
+    if cands.dim() == 2 and cands.size(0) != anchors.numel():
+        raise ValueError("per-anchor candidate_ids must have one row per anchor")
+    b = anchors.numel()
+    if anchor_ids is None and candidate_ids is None and (chunk_size is None or chunk_size >= b):
+        sums = _nml_full_square(u, v, gu, gv, tau, c, include_positive, alpha)
+    elif chunk_size is None or chunk_size >= b:
+        sums = _nml_block(u, v, gu, gv, anchors, cands, tau, c, include_positive, alpha)
+    else:
+        sums = u.new_zeros(3)
+        for start in range(0, b, chunk_size):
+            ids = anchors[start:start + chunk_size]
+            block_cands = cands if cands.dim() == 1 else cands[start:start + chunk_size]
+            sums = sums + checkpoint(_nml_block, u, v, gu, gv, ids, block_cands, tau, c,
+                                     include_positive, alpha, use_reentrant=False)
+    means = sums / max(b, 1)
+    return means[0], {"info_nce": means[1].detach(), "kl": means[2].detach()}

@@ -57,11 +57,14 @@ def _snapshot(method: Method) -> dict[str, Any]:
             "optimizers": copy.deepcopy(method.optimizer_state())}
 
 
-def evaluate(method: Method, dataset: GraphDataset, config: Config) -> dict[str, Any]:
+def evaluate(method: Method, dataset: GraphDataset, config: Config,
+             out: Path | None = None) -> dict[str, Any]:
     """Linear probe over ``eval.probe_seeds`` seeds, plus clustering for single-label data."""
     e = config.eval
     data = dataset.data
     z = method.embed(data).detach().cpu()
+    if out is not None and e.save_embeddings:
+        torch.save(z, out / "embeddings.pt")
     splits = [dataset.split_masks(config.train.seed * 1000 + s) for s in range(e.probe_seeds)]
     probe = linear_probe(normalize_embeddings(z, e.normalize), data.y.cpu(), splits,
                          epochs=e.probe_epochs, lr=e.probe_lr, weight_decay=e.probe_weight_decay,
@@ -178,7 +181,7 @@ def run_training(config: Config, out_dir: str | Path | None = None) -> dict[str,
     train_seconds = sum(r["seconds"] for r in records)
 
     eval_start = time.perf_counter()
-    metrics = evaluate(method, dataset, config)
+    metrics = evaluate(method, dataset, config, out)
     eval_seconds = time.perf_counter() - eval_start
     result = {
         "method": config.method,

@@ -32,3 +32,5 @@ def build_method(config, info: GraphInfo) -> Method:  # type: ignore[no-untyped-
 from distgcl.methods import grace  # noqa: E402,F401
 
 __all__ = ["METHODS", "Method", "GraphInfo", "TrainingDiverged", "register_method", "build_method"]
+from distgcl.methods import nml  # noqa: E402,F401
+from distgcl.methods import e2neg  # noqa: E402,F401

@@ -1,0 +1,167 @@
+"""E2Neg benchmarks -> bench/results/e2neg.json (format: shared/reference/bench-results.md).
+
+    DISTGCL_DATA=../shared/data python bench/e2neg.py [--parts accuracy,grace,ksweep]
+        [--max-epochs 300] [--datasets pubmed,photo,...] [--ksweep-dataset photo]
+
+Parts (each in fresh ``distgcl train`` processes, so peak RSS is per row):
+
+* ``accuracy``: E2Neg and E2Neg+NML (configs/<dataset>_e2neg[_nml].yaml), 10-seed linear probe.
+* ``grace``: E2Neg vs GRACE side by side on PubMed and Physics: seconds per epoch and peak RSS,
+  with ``speedup_vs_grace`` (GRACE s/epoch / E2Neg s/epoch) and ``memory_ratio_vs_grace``
+  (E2Neg / GRACE peak RSS). GRACE full-batch is slow here, so it runs a few epochs only.
+* ``ksweep``: E2Neg with clusters K in {10, 25, 50, 100, 200} on one dataset.
+
+Every part stores its rows in bench/results/_work/e2neg-<part>.json; the final file holds the
+rows of all parts run so far, so parts can be (re)run separately.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, WORK, row_from_result, run_distgcl, write_results  # noqa: E402
+
+DATASETS = ["pubmed", "photo", "computers", "cs", "physics", "cora", "citeseer"]
+COMMON = ["train.threads=1"]  # the CPU is shared: one thread per run keeps timings stable
+
+
+def _config(dataset: str, nml: bool = False) -> Path:
+    return REPO / "configs" / f"{dataset}_e2neg{'_nml' if nml else ''}.yaml"
+
+
+def _epochs(config: Path) -> int:
+    return int(yaml.safe_load(config.read_text())["train"]["epochs"])
+
+
+def _row(result: dict[str, Any], method: str, **extra: Any) -> dict[str, Any]:
+    row = row_from_result(result, **extra)
+    row["method"] = method
+    timing = result["timing"]
+    row["prepare_seconds"] = round(timing.get("prepare_seconds", 0.0), 2)
+    row["eval_seconds"] = round(timing.get("eval_seconds", 0.0), 2)
+    return row
+
+
+def _probe(args: argparse.Namespace) -> list[str]:
+    return ["eval.probe_seeds=10", f"eval.probe_epochs={args.probe_epochs}",
+            f"eval.probe_eval_every={args.probe_eval_every}", "eval.clustering=false"]
+
+
+def part_accuracy(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    for name in args.datasets.split(","):
+        for nml in (False, True):
+            config = _config(name, nml)
+            published = _epochs(config)
+            epochs = min(published, args.max_epochs)
+            out = WORK / f"e2neg-acc-{name}-{int(nml)}"
+            if args.resume and (out / "result.json").is_file():
+                result = json.loads((out / "result.json").read_text())  # an earlier run's row
+            else:
+                result = run_distgcl(config, [*COMMON, f"train.epochs={epochs}", *_probe(args)],
+                                     out)
+            row = _row(result, "e2neg+nml" if nml else "e2neg", variant="full-batch",
+                       published_epochs=published,
+                       clusters=result["config"]["e2neg"]["clusters"],
+                       probe_epochs=result["config"]["eval"]["probe_epochs"])
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
+def part_grace(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    # Minimal evaluation in this part (1 probe seed, 10 probe epochs, no clustering): the rows
+    # measure training cost; peak RSS then is training + one full-graph embedding pass.
+    light_eval = ["eval.probe_seeds=1", "eval.probe_epochs=10", "eval.clustering=false"]
+    for name, grace_epochs in (("pubmed", args.grace_epochs), ("physics", args.grace_epochs)):
+        e2 = run_distgcl(_config(name), [*COMMON, *light_eval, f"train.epochs={args.e2neg_epochs}"],
+                         WORK / f"e2neg-vs-grace-{name}-e2neg")
+        gr = run_distgcl(REPO / "configs" / f"{name}_grace.yaml",
+                         [*COMMON, *light_eval, f"train.epochs={grace_epochs}"],
+                         WORK / f"e2neg-vs-grace-{name}-grace")
+        g_row = _row(gr, "grace", variant="full-batch")
+        e_row = _row(e2, "e2neg", variant="full-batch")
+        e_row["speedup_vs_grace"] = round(g_row["seconds_per_epoch"] / e_row["seconds_per_epoch"],
+                                          1)
+        e_row["memory_ratio_vs_grace"] = round(e_row["peak_rss_mb"] / g_row["peak_rss_mb"], 3)
+        rows += [g_row, e_row]
+        print(g_row, e_row, sep="\n", flush=True)
+    return rows
+
+
+def part_ksweep(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    name = args.ksweep_dataset
+    config = _config(name)
+    epochs = min(_epochs(config), args.max_epochs)
+    for k in (10, 25, 50, 100, 200):
+        result = run_distgcl(config, [*COMMON, f"train.epochs={epochs}", f"e2neg.clusters={k}",
+                                      *_probe(args)], WORK / f"e2neg-ksweep-{name}-{k}")
+        row = _row(result, "e2neg", variant=f"k={k}", k=k,
+                   probe_epochs=result["config"]["eval"]["probe_epochs"])
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+PARTS = {"accuracy": part_accuracy, "grace": part_grace, "ksweep": part_ksweep}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", default="accuracy,grace,ksweep")
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--max-epochs", type=int, default=300,
+                        help="cap on the configs' (paper) epoch counts, for the time budget")
+    parser.add_argument("--grace-epochs", type=int, default=2)
+    parser.add_argument("--e2neg-epochs", type=int, default=100)
+    parser.add_argument("--ksweep-dataset", default="photo")
+    parser.add_argument("--probe-epochs", type=int, default=1000)
+    parser.add_argument("--probe-eval-every", type=int, default=10)
+    parser.add_argument("--resume", action="store_true",
+                        help="accuracy: reuse the result.json of rows already run")
+    args = parser.parse_args()
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    for part in args.parts.split(","):
+        rows = PARTS[part](args)
+        (WORK / f"e2neg-{part}.json").write_text(json.dumps({"args": vars(args), "rows": rows},
+                                                            indent=2))
+    rows, used = [], []
+    for part in PARTS:
+        path = WORK / f"e2neg-{part}.json"
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            rows += saved["rows"]
+            used.append(f"{part}: {saved['args']}")
+    notes = (
+        "E2Neg = spectral centres (K smallest eigenvectors of the normalized Laplacian, torch "
+        "LOBPCG tol 1e-4, largest connected component) + star reconstruction + centre-only "
+        "InfoNCE; E2Neg+NML adds NML-GCL's negative metric network on the centre negatives. "
+        "Configs: configs/<dataset>_e2neg[_nml].yaml (appendix hyperparameters; projection-head "
+        "hidden width 512 instead of the paper's out x out; views = per-view centre permutation "
+        "+ edge dropping 0.2/0.3 + feature masking 0.1/0.2). "
+        "Epochs capped at --max-epochs (paper: PubMed/CS 1500, Photo/Physics 600, Computers 200; "
+        "each row has epochs and published_epochs). Probe: the trainer's linear probe, 10 seeds, "
+        "standardized embeddings, probe_epochs per row (the default 1000 on 4096-d embeddings "
+        "takes 5 min per row on Photo here, so later rows use fewer); public split for "
+        "Cora/CiteSeer/PubMed, random 1:1:8 otherwise; "
+        "clustering metrics off to save time. One torch thread per run (shared 2-core CPU, "
+        "other jobs running: timings are noisy). grace rows: GRACE at configs/<d>_grace.yaml for "
+        "only --grace-epochs epochs (full-batch chunked N x N loss is slow here), E2Neg for "
+        "--e2neg-epochs; both with a light evaluation (1 probe seed, 10 probe epochs), so peak "
+        "RSS is training + one full-graph embedding; seconds_per_epoch excludes E2Neg's one-off "
+        "prepare_seconds (spectral step, k-means, stars; cached on disk). "
+        "Parts and arguments: " + "; ".join(used))
+    write_results("e2neg", rows, notes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,459 @@
+r"""E2Neg (Huang et al., AAAI 2025, "Does GCL Need a Large Number of Negative Samples?
+Enhancing Graph Contrastive Learning with Effective and Efficient Negative Sampling").
+
+Pipeline (``papers.md`` §1):
+
+1. **Spectral step** (once, in :meth:`E2Neg.prepare`, cached on disk): the ``clusters`` = K
+   smallest eigenpairs of
+   :math:`\mathbf{L} = \mathbf{I} - \mathbf{D}^{-1/2}\mathbf{A}\mathbf{D}^{-1/2}`
+   (:mod:`distgcl.spectral.eigensolvers`), k-means on the rows, one centre per cluster by spectral
+   centrality :math:`\arg\max_{i \in C_k}\lVert \mathbf{U}_K[i,:]\rVert`, then a star graph around
+   every centre (:func:`~distgcl.spectral.reconstruction.reconstruct_stars`): up to
+   ``num_neighbors`` leaves from its :math:`h`-hop ball, edges leaf → centre.
+2. **Training**: each step draws two independently augmented views of the star graph and
+   minimizes GRACE's symmetric InfoNCE over the :math:`K' \le K` centres only (2(K'-1) negatives
+   per anchor, :func:`distgcl.losses.grace_block_loss`), :math:`\tau = 0.5`:
+
+   .. math::
+       \ell(h^1_i, h^2_i) = -\log\frac{e^{s(h^1_i,h^2_i)/\tau}}
+       {\sum_{j=1}^{K'} e^{s(h^1_i,h^2_j)/\tau} + \sum_{j\ne i} e^{s(h^1_i,h^1_j)/\tau}},\qquad
+       \mathcal{L} = \frac{1}{2K'}\sum_{i=1}^{K'}\left[\ell(h^1_i,h^2_i) + \ell(h^2_i,h^1_i)\right].
+
+3. **Evaluation**: the trained encoder on the **full original graph** (no projector).
+
+**E2Neg + NML** (``e2neg.nml: true``, no paper has it): NML-GCL's negative metric network
+(:class:`~distgcl.nn.nmn.NegativeMetricNetwork`) weights the centre negatives,
+:func:`distgcl.losses.nml_loss` over the centres (inter-view negatives only, as NML-GCL), with
+NML-GCL's alternating schedule: ``nml_inner_steps`` NMN updates on the detached centre embeddings,
+then one encoder update with the NMN frozen.
+
+**Deliberate differences from the official code** (``hedongxiao-tju/E2Neg`` @ ``059c5baa``):
+
+* *Spectrum end.* The official code calls ``scipy.sparse.linalg.svds(L, k=K)`` whose default
+  ``which='LM'`` returns the K **largest** singular values of :math:`\mathbf{L}`, i.e. its largest
+  eigenvalues (high frequencies, :math:`\lambda \approx 1.5\text{–}2`). We use the K **smallest**
+  eigenvectors (low frequencies carry the cluster structure), as the paper's spectral clustering
+  describes.
+* *Two views.* The official ``augment`` permutes the centre feature rows **in place** and returns
+  the same tensor, so both "views" are one tensor (positive similarity always 1, and the
+  permutation accumulates over epochs). Here each view is a fresh copy: view :math:`v` gets its
+  own random permutation of the centre feature rows (``permute_centres``, the paper's
+  augmentation) **plus** GRACE-style edge dropping and feature-column masking with
+  ``augment.edge_drop_v`` / ``augment.feature_mask_v``. The permutation alone barely changes a
+  view (a centre's own feature enters its GCN aggregate with weight :math:`1/(d+1) \approx 1\%`
+  for 100 leaves), so edge dropping (a different leaf subset per view) and masking are what make
+  the two views genuinely different.
+* *Disconnected graphs.* With ``component: largest`` (default) the spectral step and the centres
+  use the largest connected component: on a graph with :math:`c` components the first
+  :math:`c` eigenvectors are component indicators, and the norm rule would pick isolated nodes
+  (their indicator row has norm 1). The stars and the evaluation still use the whole graph.
+* *Sampling.* Seeded and exactly one star per node (see :mod:`distgcl.spectral.reconstruction`).
+
+**Configs** (``configs/<dataset>_e2neg.yaml``): the appendix hyperparameters (lr, weight decay,
+hidden width, epochs, K, 100 leaves, 50 minimum, tau 0.5, one GCN layer, PReLU), with two
+engineering choices of ours: the projection head's hidden width is 512 (``model.proj_dim``;
+E2Neg's head is out x out = 4096 x 4096, which made the head and its Adam state the bulk of a
+step: 1.22 vs 0.18 s/step on PubMed, one thread), and the eigensolver is ``lobpcg-torch`` at
+``tol`` 1e-4 (fastest on PubMed here: 54 s vs 100 s scipy+AMG vs 78 s eigsh, loaded machine).
+
+**Cost**: only the centre rows of the last GCN layer enter the loss, so the last layer is computed
+for the centres only, as :math:`(\hat{\mathbf{A}}\mathbf{H})_{\mathcal{C}}\boldsymbol{\Theta} + b`
+(aggregate, then transform: exact for GCNConv, :func:`encode_targets`); for E2Neg's one-layer
+encoder a step costs :math:`O(K \cdot F \cdot d + |E_{\text{star}}| F)` instead of
+:math:`O(K \cdot 101 \cdot F \cdot d)`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+from distgcl.augment import augment_view
+from distgcl.config import Config, ConfigError, check_at_least, check_positive
+from distgcl.losses import grace_block_loss, nml_loss
+from distgcl.methods import register_method
+from distgcl.methods.base import GraphInfo, Method
+from distgcl.methods.grace import build_encoder
+from distgcl.nn import GCNEncoder, NegativeMetricNetwork, Projector
+from distgcl.spectral import (adjacency, cluster_purity, connected_components, largest_component,
+                              laplacian_from_adjacency, reconstruct_stars, select_centres,
+                              smallest_eigenpairs, spectral_clusters, trivial_eigenvectors)
+from distgcl.typing import EdgeIndex
+
+
+@dataclass(kw_only=True)
+class E2NegConfig:
+    clusters: int = 50
+    """K: eigenvectors = k-means clusters = (at most) centres."""
+    num_neighbors: int = 100
+    """Leaves sampled per centre, at most."""
+    min_neighbors: int = 50
+    """Grow a star's radius until its ball holds this many candidates."""
+    max_hops: int = 10
+    """Largest star radius."""
+    start_hops: int = 2
+    """First star radius (E2Neg: 2)."""
+    solver: Literal["lobpcg-scipy", "lobpcg-torch", "eigsh", "dense"] = "lobpcg-scipy"
+    """Eigensolver backend (:mod:`distgcl.spectral.eigensolvers`)."""
+    tol: float = 1e-5
+    """Absolute eigen-residual tolerance."""
+    maxiter: int = 500
+    """LOBPCG iterations at most."""
+    pad: int | None = None
+    """Extra LOBPCG block columns (default: max(5, 20 % of K))."""
+    component: Literal["largest", "all"] = "largest"
+    """Spectral step on the largest connected component, or on the whole graph."""
+    centre_rule: Literal["norm", "centroid"] = "norm"
+    """``norm``: spectral centrality (paper); ``centroid``: closest to the k-means centroid."""
+    kmeans: Literal["minibatch", "full"] = "minibatch"
+    """MiniBatchKMeans (batch 2000, as E2Neg) or full KMeans."""
+    seed: int | None = None
+    """Seeds the eigensolver start, k-means and star sampling (default: ``train.seed``)."""
+    tau: float = 0.5
+    """InfoNCE temperature (E2Neg hard-codes 0.5)."""
+    permute_centres: bool = True
+    """Permute the centre feature rows independently in each view (the paper's augmentation)."""
+    intra_view: bool = True
+    """Intra-view centre negatives as well (GRACE's semi_loss, as E2Neg)."""
+    cache: bool = True
+    """Cache eigenpairs and stars under the trainer's cache dir."""
+    nml: bool = False
+    """E2Neg + NML: weight the centre negatives with NML-GCL's negative metric network."""
+    nml_c: float = 0.1
+    """NML regularization: alpha = c * (K' - 1)."""
+    nml_inner_steps: int = 3
+    """NMN updates per encoder update (NML-GCL's T_M)."""
+    nml_lr: float = 5e-4
+    """Adam learning rate of the NMN (NML-GCL's lr1)."""
+    nml_hidden: int = 512
+    """Hidden width of the NMN."""
+
+    def validate(self, prefix: str) -> None:
+        check_at_least(f"{prefix}.clusters", self.clusters, 2)
+        check_at_least(f"{prefix}.num_neighbors", self.num_neighbors, 1)
+        check_at_least(f"{prefix}.min_neighbors", self.min_neighbors, 0)
+        check_at_least(f"{prefix}.start_hops", self.start_hops, 1)
+        check_at_least(f"{prefix}.max_hops", self.max_hops, self.start_hops)
+        check_positive(f"{prefix}.tol", self.tol)
+        check_at_least(f"{prefix}.maxiter", self.maxiter, 1)
+        if self.pad is not None:
+            check_at_least(f"{prefix}.pad", self.pad, 0)
+        check_positive(f"{prefix}.tau", self.tau)
+        check_at_least(f"{prefix}.nml_c", self.nml_c, 0.0)
+        check_at_least(f"{prefix}.nml_inner_steps", self.nml_inner_steps, 0)
+        check_positive(f"{prefix}.nml_lr", self.nml_lr)
+        check_at_least(f"{prefix}.nml_hidden", self.nml_hidden, 1)
+
+
+@dataclass
+class StarBatch:
+    """The reconstructed graph as one training batch (local ids, centres first)."""
+
+    x: Tensor
+    """:math:`(K' + M, F)` features of centres and leaves."""
+    edge_index: EdgeIndex
+    """:math:`(2, M)` leaf → centre."""
+    centres: Tensor
+    """:math:`(K',)` local ids of the centres (``arange(K')``)."""
+    node_ids: Tensor
+    """:math:`(K' + M,)` ids in the original graph."""
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+def permute_rows(x: Tensor, rows: Tensor, generator: torch.Generator | None = None
+                 ) -> tuple[Tensor, Tensor]:
+    r"""E2Neg's "centre permutation": a **copy** of ``x`` whose rows ``rows`` are shuffled among
+    themselves, :math:`x'_{r_i} = x_{r_{\pi(i)}}`; ``x`` is not modified.
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, F)`, ``rows`` :math:`(K,)`
+        - **output:** :math:`(N, F)` and the permutation :math:`\pi` :math:`(K,)`
+    """
+    perm = torch.randperm(rows.numel(), generator=generator).to(rows.device)
+    out = x.clone()
+    out[rows] = x[rows[perm]]
+    return out, perm
+
+
+def encode_targets(encoder: GCNEncoder, x: Tensor, edge_index: EdgeIndex, targets: Tensor
+                   ) -> Tensor:
+    r"""``encoder(x, edge_index)[targets]``, computing the last GCN layer for ``targets`` only.
+
+    GCNConv is :math:`\hat{\mathbf{A}}(\mathbf{H}\boldsymbol{\Theta}) + b =
+    (\hat{\mathbf{A}}\mathbf{H})\boldsymbol{\Theta} + b`, so the target rows of the last layer are
+    the normalized aggregation over the target rows' in-edges followed by the linear map: exact, and
+    :math:`O(|E_{\to T}| F + |T| F d)` instead of :math:`O(N F d)`. Earlier layers run in full.
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)`, ``targets``
+          :math:`(T,)` distinct
+        - **output:** :math:`(T, d)`
+    """
+    h = x
+    last = len(encoder.convs) - 1
+    for i, conv in enumerate(encoder.convs):
+        if i < last:
+            h = conv(h, edge_index)
+        else:
+            ei, w = gcn_norm(edge_index, None, h.size(0), improved=conv.improved,
+                             add_self_loops=conv.add_self_loops, flow=conv.flow, dtype=h.dtype)
+            src, dst = (ei[0], ei[1]) if conv.flow == "source_to_target" else (ei[1], ei[0])
+            pos = torch.full((h.size(0),), -1, dtype=torch.long, device=h.device)
+            pos[targets] = torch.arange(targets.numel(), device=h.device)
+            keep = pos[dst] >= 0
+            src, dst, w = src[keep], pos[dst[keep]], w[keep]
+            agg = h.new_zeros(targets.numel(), h.size(1))
+            agg.index_add_(0, dst, h[src] * w.unsqueeze(1))  # [T, F]
+            h = conv.lin(agg)
+            if conv.bias is not None:
+                h = h + conv.bias
+        if i < len(encoder.activations):
+            h = encoder.activations[i](h)
+    return h
+
+
+def encode_sparse(encoder: GCNEncoder, x: Tensor, edge_index: EdgeIndex) -> Tensor:
+    r"""``encoder(x, edge_index)`` with each GCNConv as one sparse-dense product
+    :math:`\hat{\mathbf{A}}(\mathbf{H}\boldsymbol{\Theta}) + b` (torch CSR), for evaluation.
+
+    Same result as PyG's message passing (up to float rounding) without its :math:`(E, d)`
+    per-edge message buffer: peak memory :math:`O(N d + E)` instead of :math:`O(E d)` (1.8 GB
+    for PubMed at :math:`d = 4096`).
+
+    Shapes:
+        - **input:** ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)`
+        - **output:** :math:`(N, d)`
+    """
+    n = x.size(0)
+    adj = None
+    h = x
+    for i, conv in enumerate(encoder.convs):
+        if adj is None:
+            ei, w = gcn_norm(edge_index, None, n, improved=conv.improved,
+                             add_self_loops=conv.add_self_loops, flow=conv.flow, dtype=x.dtype)
+            dst, src = (ei[1], ei[0]) if conv.flow == "source_to_target" else (ei[0], ei[1])
+            adj = torch.sparse_coo_tensor(torch.stack([dst, src]), w, (n, n),
+                                          check_invariants=False).coalesce()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support.*")
+                adj = adj.to_sparse_csr()
+        h = adj @ conv.lin(h)
+        if conv.bias is not None:
+            h = h + conv.bias
+        if i < len(encoder.activations):
+            h = encoder.activations[i](h)
+    return h
+
+
+def graph_key(edge_index: EdgeIndex, num_nodes: int, params: dict[str, Any]) -> str:
+    """Hash of the graph (edge list bytes and N) and the parameters, for the disk cache."""
+    digest = hashlib.blake2b(digest_size=16)
+    ei = edge_index.detach().cpu().contiguous()
+    digest.update(f"{num_nodes}:{tuple(ei.shape)}:{ei.dtype}".encode())
+    digest.update(ei.numpy().tobytes())
+    digest.update(json.dumps(params, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- method
+
+@register_method("e2neg", E2NegConfig)
+class E2Neg(Method):
+    """E2Neg (and E2Neg + NML) on the :class:`~distgcl.methods.base.Method` interface."""
+
+    def __init__(self, config: Config, info: GraphInfo) -> None:
+        super().__init__(config, info)
+        self.cfg: E2NegConfig = config.section("e2neg")
+        self.seed = config.train.seed if self.cfg.seed is None else self.cfg.seed
+        self.encoder = build_encoder(config, info)
+        m = config.model
+        self.projector = Projector(m.out_dim, m.proj_dim) if m.proj_dim > 0 else torch.nn.Identity()
+        self.nmn = (NegativeMetricNetwork(m.out_dim, min(self.cfg.nml_hidden, m.out_dim))
+                    if self.cfg.nml else None)
+        self.generator = torch.Generator().manual_seed(self.seed + 2)
+        self.batch: StarBatch | None = None
+        self.stats: dict[str, Any] = {}
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        t = self.config.train
+        params = list(self.encoder.parameters()) + list(self.projector.parameters())
+        self.optimizers = {"model": torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)}
+        if self.nmn is not None:
+            self.optimizers["nmn"] = torch.optim.Adam(self.nmn.parameters(), lr=self.cfg.nml_lr)
+        return self.optimizers
+
+    # --------------------------------------------------------------------- preprocessing
+
+    def _spectral_params(self) -> dict[str, Any]:
+        c = self.cfg
+        return {"k": c.clusters, "solver": c.solver, "tol": c.tol, "maxiter": c.maxiter,
+                "pad": c.pad, "component": c.component, "seed": self.seed, "version": 1}
+
+    def _star_params(self) -> dict[str, Any]:
+        c = self.cfg
+        return {**self._spectral_params(), "rule": c.centre_rule, "kmeans": c.kmeans,
+                "num_neighbors": c.num_neighbors, "min_neighbors": c.min_neighbors,
+                "max_hops": c.max_hops, "start_hops": c.start_hops}
+
+    def _spectral(self, adj: Any, num_nodes: int) -> dict[str, Any]:
+        c = self.cfg
+        if c.component == "largest":
+            nodes = largest_component(adj)
+            sub = adj[nodes][:, nodes]
+        else:
+            nodes = np.arange(num_nodes)
+            sub = adj
+        if c.clusters >= nodes.size:
+            raise ConfigError(f"e2neg.clusters must be < the number of nodes in the spectral step "
+                              f"({nodes.size}) (got {c.clusters})")
+        _, labels = connected_components(sub)
+        eig = smallest_eigenpairs(laplacian_from_adjacency(sub), c.clusters,
+                                  null_space=trivial_eigenvectors(sub, labels), solver=c.solver,
+                                  tol=c.tol, maxiter=c.maxiter, seed=self.seed, pad=c.pad,
+                                  progress=self.config.train.progress)
+        return {"nodes": torch.from_numpy(nodes), "eigenvalues": eig.eigenvalues,
+                "eigenvectors": eig.eigenvectors.astype(np.float32), "residuals": eig.residuals,
+                "summary": eig.summary()}
+
+    def prepare(self, data: Data, cache_dir: Path | None = None) -> None:
+        """Spectral step, k-means, centres and stars (cached), then the training batch."""
+        c = self.cfg
+        n = data.num_nodes
+        start = time.perf_counter()
+        use_cache = c.cache and cache_dir is not None
+        star_key = graph_key(data.edge_index, n, self._star_params())
+        star_path = Path(cache_dir) / f"stars-{star_key}.pt" if use_cache else None
+        if star_path is not None and star_path.is_file():
+            stars = torch.load(star_path, weights_only=False)
+            self.stats["cache"] = "hit"
+        else:
+            adj = adjacency(data.edge_index, n, dtype=bool)
+            spec_key = graph_key(data.edge_index, n, self._spectral_params())
+            spec_path = Path(cache_dir) / f"spectral-{spec_key}.pt" if use_cache else None
+            if spec_path is not None and spec_path.is_file():
+                spec = torch.load(spec_path, weights_only=False)
+                self.stats["cache"] = "spectral"
+            else:
+                spec = self._spectral(adj, n)
+                if spec_path is not None:
+                    _save_atomic(spec, spec_path)
+                self.stats["cache"] = "miss"
+            emb = spec["eigenvectors"]
+            labels, centroids = spectral_clusters(emb, c.clusters, seed=self.seed,
+                                                  minibatch=c.kmeans == "minibatch")
+            local = select_centres(emb, labels, rule=c.centre_rule, centroids=centroids)
+            nodes = spec["nodes"]
+            centres = nodes[torch.from_numpy(local)]
+            graph = reconstruct_stars(data.edge_index, n, centres, max_neighbors=c.num_neighbors,
+                                      min_neighbors=c.min_neighbors, max_hops=c.max_hops,
+                                      start_hops=c.start_hops, adj=adj,
+                                      generator=torch.Generator().manual_seed(self.seed))
+            full_labels = torch.full((n,), -1, dtype=torch.long)
+            full_labels[nodes] = torch.from_numpy(labels)
+            stars = {"graph": graph, "labels": full_labels, "spectral": spec["summary"]}
+            if star_path is not None:
+                _save_atomic(stars, star_path)
+        graph = stars["graph"]
+        node_ids, local_edges, centre_pos = graph.subgraph()
+        dev = data.x.device
+        self.batch = StarBatch(x=data.x[node_ids.to(dev)], edge_index=local_edges.to(dev),
+                               centres=centre_pos.to(dev), node_ids=node_ids)
+        self.labels = stars["labels"]
+        self.star_graph = graph
+        self.stats.update({"spectral": stars["spectral"], "centres": int(graph.centres.numel()),
+                           "leaves": int(graph.members.numel()),
+                           "hops_max": int(graph.hops.max()) if graph.hops.numel() else 0,
+                           "prepare_seconds": time.perf_counter() - start})
+        y = getattr(data, "y", None)
+        if y is not None and y.dim() == 1:
+            self.stats["purity"] = cluster_purity(self.labels.numpy(), y.cpu().numpy())
+
+    # --------------------------------------------------------------------- training
+
+    def batches(self, data: Data) -> Iterator[StarBatch]:
+        if self.batch is None:
+            raise RuntimeError("E2Neg.prepare(data, cache_dir) must run before training")
+        yield self.batch
+
+    def views(self, batch: StarBatch) -> tuple[Tensor, Tensor]:
+        """Projected centre embeddings :math:`(K', d)` of two independently augmented views."""
+        a = self.config.augment
+        out = []
+        for edge_drop, feature_mask in ((a.edge_drop_1, a.feature_mask_1),
+                                        (a.edge_drop_2, a.feature_mask_2)):
+            x = batch.x
+            if self.cfg.permute_centres:
+                x, _ = permute_rows(x, batch.centres, self.generator)
+            x, ei = augment_view(x, batch.edge_index, edge_drop, feature_mask)
+            out.append(self.projector(encode_targets(self.encoder, x, ei, batch.centres)))
+        return out[0], out[1]
+
+    def loss(self, h1: Tensor, h2: Tensor) -> Tensor:
+        """E2Neg's centre-only InfoNCE (GRACE's symmetric ``semi_loss`` on the K' centres)."""
+        ids = torch.arange(h1.size(0), device=h1.device)
+        l1 = grace_block_loss(h1, h2, ids, ids, self.cfg.tau, self.cfg.intra_view)
+        l2 = grace_block_loss(h2, h1, ids, ids, self.cfg.tau, self.cfg.intra_view)
+        return 0.5 * (l1.mean() + l2.mean())
+
+    def _nml(self, h1: Tensor, h2: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        assert self.nmn is not None
+        return nml_loss(h1, h2, self.nmn.project(h1), self.nmn.project(h2), self.cfg.tau,
+                        self.cfg.nml_c)
+
+    def training_step(self, batch: Any) -> dict[str, float]:
+        self.train()
+        opt = self.optimizers["model"]
+        h1, h2 = self.views(batch)
+        stats: dict[str, float] = {}
+        if self.nmn is None:
+            loss = self.loss(h1, h2)
+        else:
+            # NML-GCL's schedule: T_M metric steps on the frozen (detached) embeddings ...
+            nmn_opt = self.optimizers["nmn"]
+            d1, d2 = h1.detach(), h2.detach()
+            for _ in range(self.cfg.nml_inner_steps):
+                nmn_opt.zero_grad()
+                m_loss, _ = self._nml(d1, d2)
+                self.check_finite(m_loss, "NMN loss")
+                m_loss.backward()
+                nmn_opt.step()
+            # ... then one encoder step with the metric frozen (gradients flow through g).
+            self.nmn.requires_grad_(False)
+            try:
+                loss, parts = self._nml(h1, h2)
+            finally:
+                self.nmn.requires_grad_(True)
+            stats = {"info_nce": float(parts["info_nce"]), "kl": float(parts["kl"])}
+        self.check_finite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item(), **stats}
+
+    @torch.no_grad()
+    def embed(self, data: Data) -> Tensor:
+        """The encoder on the full original graph (sparse products, :func:`encode_sparse`)."""
+        self.eval()
+        return encode_sparse(self.encoder, data.x, data.edge_index)
+
+    def describe(self) -> dict[str, Any]:
+        """Preprocessing statistics (centres, leaves, purity, eigen-residual, cache use)."""
+        return {**self.stats, "config": asdict(self.cfg)}

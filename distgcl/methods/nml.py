@@ -1,0 +1,365 @@
+r"""NML-GCL (Zhao et al., IJCAI 2025, "Negative Metric Learning for Graphs"), full-batch and
+mini-batched with sampled negative blocks.
+
+Model: a GCN encoder :math:`f` (the paper: 2 GCN layers of 512, RReLU, no activation after the
+last layer, no projection head) and a Negative Metric Network :math:`g`
+(:class:`~distgcl.nn.nmn.NegativeMetricNetwork`) whose soft-maxed cosine similarities
+:math:`m_{ij}` weight the InfoNCE negatives: :math:`w_{ij} = n_i m_{ij}`, plus
+:math:`\alpha\,\mathrm{KL}(\mathrm{Unif} \| m_{i\cdot})` with :math:`\alpha = c\,n_i`
+(:func:`distgcl.losses.nml_loss`).
+
+**Bi-level schedule** (Algorithm 1 of the paper; one outer step per :meth:`NML.training_step`):
+
+1. draw two views and compute :math:`U = f(G_U)`, :math:`V = f(G_V)` once;
+2. :math:`T_M` NMN updates with the encoder fixed: the loss is evaluated on ``U.detach()``,
+   ``V.detach()``, so its gradient reaches only :math:`g`; optimizer ``"nmn"`` steps;
+3. one encoder update with the NMN fixed: the loss on :math:`U, V`, ``backward()``, and only
+   optimizer ``"encoder"`` steps; the gradient :math:`g` received is discarded (zeroed).
+
+Both levels minimize the same loss (min-min, as the paper and its code). The two optimizers each
+own one parameter group: ``"encoder"`` = ``self.encoder.parameters()``, ``"nmn"`` =
+``self.nmn.parameters()`` (absent for ``metric: cosine``, which has no parameters). Only plain
+``backward()`` and ``step()`` are used: no ``torch.autograd.grad``, no ``requires_grad``
+toggling, so both modules can be wrapped in DDP unchanged.
+
+By default (``metric_grad_to_encoder: true``, as the official code) the encoder step's gradient
+also flows *through* :math:`g` (frozen, but differentiable) into :math:`U, V`: the encoder is
+also shaped by the :math:`m_{ij}` and KL terms. ``false`` computes :math:`m` from detached
+embeddings in the encoder step, so the metric acts only as fixed weights.
+
+Differences to the official code, all deliberate and documented:
+
+* the positive is not a candidate (the issue's definition): :math:`n_i = N-1` candidates,
+  :math:`w = (N-1)m`; ``include_positive: true`` reproduces the code's N-column layout;
+* the two views' embeddings are computed once per outer step and reused by the :math:`T_M`
+  inner steps (the encoder is fixed there; the code recomputes them, which differs only by
+  RReLU's random training-mode slopes);
+* two Adam optimizers (same lr and weight decay by default) instead of one shared Adam with
+  ``requires_grad`` toggling; with torch >= 2 the toggled version skips frozen parameters too, so
+  the updates are the same.
+
+**Mini-batch mode** (``mode: minibatch``): each batch is B anchor nodes (a shuffled pass over
+all nodes per epoch) and a block of K candidates (``negatives: uniform`` over all nodes, or
+``within-batch``: the other anchors). Anchors and candidates are the seeds of one sampled
+multi-hop subgraph (:mod:`distgcl.sampling`); the encoder runs on the two augmented copies of
+that subgraph and the seed rows are the embeddings. The NMN and the loss see only the B x K
+block: memory is O(B K + sampled subgraph), never O(N^2).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Literal
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+
+from distgcl.augment import augment_view
+from distgcl.config import Config, ConfigError, check_at_least, check_positive
+from distgcl.losses import nml_loss
+from distgcl.methods import register_method
+from distgcl.methods.base import GraphInfo, Method, TrainingDiverged
+from distgcl.methods.grace import build_encoder
+from distgcl.nn.nmn import NegativeMetricNetwork
+from distgcl.sampling import make_neighbor_sampler, uniform_negatives
+from distgcl.typing import NodeIds
+
+
+@dataclass(kw_only=True)
+class NMLConfig:
+    """NML-GCL hyperparameters (the paper's per-dataset values: ``configs/<dataset>_nml.yaml``)."""
+
+    tau: float = 0.5
+    """InfoNCE temperature."""
+    c: float = 0.1
+    """KL coefficient: alpha = c * n_neg (n_neg: valid candidates per anchor; N-1 in full batch)."""
+    alpha_scale: Literal["candidates", "graph"] = "candidates"
+    """``candidates``: alpha = c * n_neg (the issue's definition; = c(N-1) in full batch).
+    ``graph``: alpha = c * (N-1) in every mode (the full-batch value also for K-blocks)."""
+    inner_steps: int = 3
+    """T_M: NMN updates per encoder update."""
+    metric: Literal["nmn", "cosine"] = "nmn"
+    """``nmn``: learned metric; ``cosine``: m = softmax of the plain cosine of the embeddings
+    (ablation: no NMN, no inner steps)."""
+    metric_grad_to_encoder: bool = True
+    """Encoder step backpropagates through the (fixed) NMN into the embeddings (official code)."""
+    include_positive: bool = False
+    """Official code's layout: the positive is also a (weighted) candidate, w = (N-1) m over N
+    columns. Full batch, or mini-batch with ``negatives: within-batch``."""
+    nmn_hidden_dim: int | None = None
+    """Hidden width of g (default: model.out_dim, as the code)."""
+    nmn_lr: float | None = None
+    """NMN learning rate (default: train.lr; the code shares one Adam)."""
+    nmn_weight_decay: float | None = None
+    """NMN weight decay (default: train.weight_decay)."""
+    mode: Literal["full", "minibatch"] = "full"
+    """``full``: the paper's O(N^2) objective over all nodes; ``minibatch``: B x K blocks."""
+    chunk_size: int = 0
+    """Full batch: anchors per checkpointed chunk (0: one N x N block, as the code)."""
+    batch_size: int = 1024
+    """Mini-batch: anchors per batch (B)."""
+    num_negatives: int = 1024
+    """Mini-batch, ``negatives: uniform``: candidates per batch (K)."""
+    negatives: Literal["uniform", "within-batch"] = "uniform"
+    """Mini-batch candidate block: K nodes uniform over the graph, or the batch's other anchors."""
+    num_neighbors: list[int] = field(default_factory=lambda: [10, 10])
+    """Mini-batch fan-out per hop (-1: all); one entry per GCN layer."""
+    sampler: Literal["auto", "pyg", "torch"] = "auto"
+    """Neighbour sampler backend (see :func:`distgcl.sampling.make_neighbor_sampler`)."""
+    batches_per_epoch: int = 0
+    """Mini-batch: cap on batches per epoch (0: ceil(N / B), every node an anchor once)."""
+    diagnostic_anchors: int = 1000
+    """False-negative diagnostic: anchors sampled (O(anchors x candidates))."""
+    diagnostic_candidates: int = 1000
+    """False-negative diagnostic: candidates sampled."""
+
+    def validate(self, prefix: str) -> None:
+        check_positive(f"{prefix}.tau", self.tau)
+        check_at_least(f"{prefix}.c", self.c, 0.0)
+        check_at_least(f"{prefix}.inner_steps", self.inner_steps, 0)
+        if self.nmn_hidden_dim is not None:
+            check_at_least(f"{prefix}.nmn_hidden_dim", self.nmn_hidden_dim, 1)
+        if self.nmn_lr is not None:
+            check_positive(f"{prefix}.nmn_lr", self.nmn_lr)
+        if self.nmn_weight_decay is not None:
+            check_at_least(f"{prefix}.nmn_weight_decay", self.nmn_weight_decay, 0.0)
+        check_at_least(f"{prefix}.chunk_size", self.chunk_size, 0)
+        check_at_least(f"{prefix}.batch_size", self.batch_size, 2)
+        check_at_least(f"{prefix}.num_negatives", self.num_negatives, 1)
+        check_at_least(f"{prefix}.batches_per_epoch", self.batches_per_epoch, 0)
+        check_at_least(f"{prefix}.diagnostic_anchors", self.diagnostic_anchors, 1)
+        check_at_least(f"{prefix}.diagnostic_candidates", self.diagnostic_candidates, 2)
+        if not self.num_neighbors or any(k == 0 or k < -1 for k in self.num_neighbors):
+            raise ConfigError(f"{prefix}.num_neighbors must be a non-empty list of fan-outs "
+                              f">= 1 or -1 (got {self.num_neighbors})")
+        if (self.mode == "minibatch" and self.include_positive
+                and self.negatives != "within-batch"):
+            raise ConfigError(f"{prefix}.include_positive needs {prefix}.mode 'full' or "
+                              f"{prefix}.negatives 'within-batch' (a uniform block need not "
+                              "contain the positive)")
+
+
+@dataclass
+class NMLBatch:
+    """One mini-batch: a sampled subgraph and the local ids of its anchors and candidates."""
+
+    x: Tensor
+    """``[n, F]`` features of the sampled nodes."""
+    edge_index: Tensor
+    """``[2, e]`` sampled edges, local ids."""
+    num_seeds: int
+    """The first ``num_seeds`` local nodes are the seeds (anchors and candidates)."""
+    anchor_ids: NodeIds
+    """``[B]`` local ids of the anchors (< num_seeds)."""
+    candidate_ids: NodeIds
+    """``[K]`` local ids of the candidates (< num_seeds)."""
+    n_id: NodeIds
+    """``[n]`` global ids of the sampled nodes."""
+
+
+@register_method("nml", NMLConfig)
+class NML(Method):
+    """NML-GCL on the :class:`~distgcl.methods.base.Method` interface (see the module docs)."""
+
+    def __init__(self, config: Config, info: GraphInfo) -> None:
+        super().__init__(config, info)
+        self.cfg: NMLConfig = config.section("nml")
+        if self.cfg.mode == "minibatch" and len(self.cfg.num_neighbors) != config.model.layers:
+            raise ConfigError(f"nml.num_neighbors needs one fan-out per GCN layer "
+                              f"(model.layers={config.model.layers}, got {self.cfg.num_neighbors})")
+        if config.model.proj_dim != 0:
+            # NML-GCL has no projection head: the metric and the loss see the encoder output.
+            raise ConfigError("nml needs model.proj_dim: 0 (NML-GCL has no projection head)")
+        self.encoder = build_encoder(config, info)
+        self.nmn = NegativeMetricNetwork(config.model.out_dim, self.cfg.nmn_hidden_dim,
+                                         learnable=self.cfg.metric == "nmn")
+        self.generator = torch.Generator().manual_seed(config.train.seed + 2)
+        self._sampler: Any = None
+        self._graph_id: int | None = None
+
+    # ------------------------------------------------------------------ optimizers
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """``"encoder"`` owns the encoder parameters, ``"nmn"`` the NMN parameters (if any)."""
+        t, c = self.config.train, self.cfg
+        self.optimizers = {"encoder": torch.optim.Adam(self.encoder.parameters(), lr=t.lr,
+                                                       weight_decay=t.weight_decay)}
+        nmn_params = list(self.nmn.parameters())
+        if nmn_params:
+            self.optimizers["nmn"] = torch.optim.Adam(
+                nmn_params, lr=c.nmn_lr if c.nmn_lr is not None else t.lr,
+                weight_decay=c.nmn_weight_decay if c.nmn_weight_decay is not None
+                else t.weight_decay)
+        return self.optimizers
+
+    # ------------------------------------------------------------------ batches
+    def batches(self, data: Data) -> Iterator[Any]:
+        if self.cfg.mode == "full":
+            yield data
+            return
+        yield from self._minibatches(data)
+
+    def _get_sampler(self, data: Data) -> Any:
+        if self._sampler is None or self._graph_id != id(data):
+            self._sampler = make_neighbor_sampler(data.edge_index.cpu(), data.num_nodes,
+                                                  self.cfg.num_neighbors, self.cfg.sampler)
+            self._graph_id = id(data)
+        return self._sampler
+
+    def _minibatches(self, data: Data) -> Iterator[NMLBatch]:
+        c, n = self.cfg, data.num_nodes
+        sampler = self._get_sampler(data)
+        order = torch.randperm(n, generator=self.generator)
+        num_batches = math.ceil(n / c.batch_size)
+        if c.batches_per_epoch:
+            num_batches = min(num_batches, c.batches_per_epoch)
+        for i in range(num_batches):
+            anchors = order[i * c.batch_size:(i + 1) * c.batch_size]
+            if anchors.numel() < 2:
+                continue
+            yield self.make_batch(data, anchors, sampler)
+
+    def make_batch(self, data: Data, anchors: NodeIds, sampler: Any = None) -> NMLBatch:
+        """Sample the subgraph of ``anchors`` and their candidate block (global ids in)."""
+        c = self.cfg
+        sampler = sampler or self._get_sampler(data)
+        if c.negatives == "within-batch":
+            seeds, inv = torch.unique(anchors, return_inverse=True)
+            anchor_local, cand_local = inv, inv
+        else:
+            cands = uniform_negatives(data.num_nodes, c.num_negatives, self.generator)
+            seeds, inv = torch.unique(torch.cat([anchors, cands]), return_inverse=True)
+            anchor_local, cand_local = inv[:anchors.numel()], inv[anchors.numel():]
+        sub = sampler.sample(seeds, self.generator)
+        dev = data.x.device
+        return NMLBatch(x=data.x[sub.n_id.to(dev)], edge_index=sub.edge_index.to(dev),
+                        num_seeds=sub.batch_size, anchor_ids=anchor_local.to(dev),
+                        candidate_ids=cand_local.to(dev), n_id=sub.n_id)
+
+    # ------------------------------------------------------------------ loss and steps
+    def views(self, x: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
+        """Encoder outputs of two independently augmented views :math:`(n, d)` each."""
+        a = self.config.augment
+        x1, e1 = augment_view(x, edge_index, a.edge_drop_1, a.feature_mask_1)
+        x2, e2 = augment_view(x, edge_index, a.edge_drop_2, a.feature_mask_2)
+        return self.encoder(x1, e1), self.encoder(x2, e2)
+
+    def _alpha(self) -> float | None:
+        if self.cfg.alpha_scale == "graph":
+            return self.cfg.c * (self.info.num_nodes - 1)
+        return None
+
+    def loss(self, u: Tensor, v: Tensor, anchor_ids: NodeIds | None = None,
+             candidate_ids: NodeIds | None = None, *, metric_input_detached: bool = False
+             ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The NML loss of embeddings ``u, v`` with the current NMN (both modes)."""
+        c = self.cfg
+        mu, mv = (u.detach(), v.detach()) if metric_input_detached else (u, v)
+        gu, gv = self.nmn.project(mu), self.nmn.project(mv)
+        chunk = c.chunk_size if (c.mode == "full" and c.chunk_size > 0) else None
+        return nml_loss(u, v, gu, gv, c.tau, c.c, anchor_ids=anchor_ids,
+                        candidate_ids=candidate_ids, include_positive=c.include_positive,
+                        alpha=self._alpha(), chunk_size=chunk)
+
+    @staticmethod
+    def _check_grads(module: torch.nn.Module, what: str) -> None:
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
+            raise TrainingDiverged(f"{what} gradient is not finite; no step was taken "
+                                   "(try a lower learning rate or a higher temperature)")
+
+    def training_step(self, batch: Any) -> dict[str, float]:
+        """One outer step: T_M NMN updates, then one encoder update (see the module docs)."""
+        self.train()
+        if isinstance(batch, NMLBatch):
+            u, v = self.views(batch.x, batch.edge_index)
+            u, v = u[:batch.num_seeds], v[:batch.num_seeds]
+            anchor_ids, cand_ids = batch.anchor_ids, batch.candidate_ids
+        else:
+            u, v = self.views(batch.x, batch.edge_index)
+            anchor_ids = cand_ids = None
+        return self.bilevel_step(u, v, anchor_ids, cand_ids)
+
+    def bilevel_step(self, u: Tensor, v: Tensor, anchor_ids: NodeIds | None = None,
+                     candidate_ids: NodeIds | None = None) -> dict[str, float]:
+        """T_M NMN steps on detached ``u, v``, then one encoder step; returns the last losses."""
+        stats: dict[str, float] = {}
+        nmn_opt = self.optimizers.get("nmn")
+        enc_opt = self.optimizers["encoder"]
+        ud, vd = u.detach(), v.detach()
+        if nmn_opt is not None:
+            for _ in range(self.cfg.inner_steps):
+                nmn_opt.zero_grad(set_to_none=True)
+                loss_m, _ = self.loss(ud, vd, anchor_ids, candidate_ids)
+                self.check_finite(loss_m, "NML metric-network loss")
+                loss_m.backward()
+                self._check_grads(self.nmn, "NML metric-network")
+                nmn_opt.step()
+                stats["loss_nmn"] = loss_m.item()
+        enc_opt.zero_grad(set_to_none=True)
+        loss_e, parts = self.loss(u, v, anchor_ids, candidate_ids,
+                                  metric_input_detached=not self.cfg.metric_grad_to_encoder)
+        self.check_finite(loss_e, "NML encoder loss")
+        loss_e.backward()
+        self._check_grads(self.encoder, "NML encoder")
+        enc_opt.step()
+        if nmn_opt is not None:
+            nmn_opt.zero_grad(set_to_none=True)  # the NMN is fixed in this step: drop its grads
+        stats.update(loss=loss_e.item(), info_nce=parts["info_nce"].item(),
+                     kl=parts["kl"].item())
+        return stats
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def embed(self, data: Data) -> Tensor:
+        """Encoder output on the full, unaugmented graph (eval mode), O(N d + E d) memory."""
+        self.eval()
+        return self.encoder(data.x, data.edge_index)
+
+    @torch.no_grad()
+    def false_negative_diagnostic(self, data: Data) -> dict[str, Any]:
+        r"""Does the learned metric down-weight same-class ("false") negatives?
+
+        On the trained model (eval mode, unaugmented graph; :math:`u = v = f(G)`) sample
+        ``diagnostic_anchors`` anchors and ``diagnostic_candidates`` candidates (uniform, without
+        replacement, a node never its own candidate) and compute :math:`m_{ij}` over that block.
+        Reports the mean weight :math:`w_{ij} = n_i m_{ij}` (1 = InfoNCE) over same-class and
+        other-class pairs and the ROC-AUC of :math:`-m_{ij}` for separating same-class
+        (positive label) from other-class candidates: AUC > 0.5 means the metric gives lower
+        weight to likely false negatives. ``rocauc_neg_cosine`` is the same AUC for the plain
+        embedding cosine :math:`-\cos(z_i, z_j)`, the baseline the NMN has to beat.
+        O(anchors x candidates) memory.
+        """
+        from sklearn.metrics import roc_auc_score
+
+        y = getattr(data, "y", None)
+        if y is None or (y.dim() > 1 and y.size(-1) > 1):
+            return {}
+        y = y.view(-1)
+        c, n = self.cfg, data.num_nodes
+        gen = torch.Generator().manual_seed(self.config.train.seed + 7)
+        anchors = torch.randperm(n, generator=gen)[:min(c.diagnostic_anchors, n)]
+        cands = torch.randperm(n, generator=gen)[:min(c.diagnostic_candidates, n)]
+        z = self.embed(data)
+        anchors, cands, y = anchors.to(z.device), cands.to(z.device), y.to(z.device)
+        mask = anchors.unsqueeze(1) != cands.unsqueeze(0)  # [B, K]
+        m = self.nmn(z[anchors], z[cands], mask)  # [B, K]
+        w = m * mask.sum(1, keepdim=True)
+        cos = torch.nn.functional.normalize(z[anchors], dim=1) @ \
+            torch.nn.functional.normalize(z[cands], dim=1).t()
+        same = (y[anchors].unsqueeze(1) == y[cands].unsqueeze(0))[mask]
+        same, m_valid, w_valid, cos_valid = (t.cpu() for t in (same, m[mask], w[mask], cos[mask]))
+        out: dict[str, Any] = {
+            "anchors": int(anchors.numel()), "candidates": int(cands.numel()),
+            "metric": c.metric, "fraction_same_class": float(same.float().mean()),
+            "mean_m_same_class": float(m_valid[same].mean()) if same.any() else None,
+            "mean_m_other_class": float(m_valid[~same].mean()) if (~same).any() else None,
+            "mean_weight_same_class": float(w_valid[same].mean()) if same.any() else None,
+            "mean_weight_other_class": float(w_valid[~same].mean()) if (~same).any() else None,
+            "weight_std": float(w_valid.std()),
+        }
+        if same.any() and (~same).any():
+            labels = same.numpy().astype(int)
+            out["rocauc_neg_m"] = float(roc_auc_score(labels, (-w_valid).numpy()))
+            out["rocauc_neg_cosine"] = float(roc_auc_score(labels, (-cos_valid).numpy()))
+        return out

@@ -1,0 +1,166 @@
+import dataclasses
+
+import pytest
+import torch
+from torch_geometric.data import Data
+
+from distgcl.config import ConfigError, config_from_dict
+from distgcl.methods import GraphInfo, build_method
+from distgcl.methods.e2neg import (E2Neg, encode_sparse, encode_targets, graph_key,
+                                   permute_rows)
+from distgcl.nn import GCNEncoder
+
+
+def _graph(seed: int = 0) -> Data:
+    """Planted partition, 4 blocks x 100 nodes, features = noisy block one-hot."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(4).repeat_interleave(100)
+    prob = torch.where(y[:, None] == y[None, :], 0.06, 0.003)
+    upper = torch.triu(torch.rand(400, 400, generator=g) < prob, diagonal=1)
+    row, col = upper.nonzero().t()
+    ei = torch.cat([torch.stack([row, col]), torch.stack([col, row])], dim=1)
+    x = torch.nn.functional.one_hot(y, 4).float().repeat(1, 4) + 0.5 * torch.randn(400, 16,
+                                                                                  generator=g)
+    return Data(x=x, edge_index=ei, y=y)
+
+
+def _method(seed: int = 0, **e2neg) -> E2Neg:
+    tree = {"method": "e2neg",
+            "model": {"out_dim": 32, "layers": 1, "activation": "prelu", "proj_dim": 32},
+            "augment": {"edge_drop_1": 0.2, "edge_drop_2": 0.3, "feature_mask_1": 0.1,
+                        "feature_mask_2": 0.2},
+            "train": {"epochs": 3, "lr": 1e-3, "seed": seed, "progress": False},
+            "e2neg": {"clusters": 4, "num_neighbors": 20, "min_neighbors": 10, **e2neg}}
+    config = config_from_dict(tree)
+    torch.manual_seed(seed)
+    method = build_method(config, GraphInfo(num_nodes=400, num_features=16, num_classes=4))
+    method.configure_optimizers()
+    return method
+
+
+def _train(method: E2Neg, data: Data, steps: int, cache=None) -> list[float]:
+    method.prepare(data, cache)
+    torch.manual_seed(123)  # the trainer seeds the global RNG (augmentations) once per run
+    return [method.training_step(b)["loss"] for _ in range(steps) for b in method.batches(data)]
+
+
+def test_prepare_builds_stars_on_centres():
+    data, method = _graph(), _method()
+    method.prepare(data)
+    batch = next(iter(method.batches(data)))
+    k = batch.centres.numel()
+    assert 2 <= k <= 4
+    assert torch.equal(batch.centres, torch.arange(k))
+    assert (batch.edge_index[1] < k).all() and (batch.edge_index[0] >= k).all()
+    assert torch.equal(batch.x, data.x[batch.node_ids])
+    assert method.stats["purity"] >= 0.9
+    assert method.stats["spectral"]["residual_max"] <= 2 * method.cfg.tol
+
+
+def test_encode_targets_matches_full_encoder():
+    data = _graph()
+    for layers in (1, 2):
+        torch.manual_seed(0)
+        enc = GCNEncoder(16, 8, layers=layers, activation="prelu")
+        targets = torch.tensor([3, 150, 7, 399])
+        full = enc(data.x, data.edge_index)[targets]
+        torch.testing.assert_close(encode_targets(enc, data.x, data.edge_index, targets), full,
+                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(encode_sparse(enc, data.x, data.edge_index),
+                                   enc(data.x, data.edge_index), atol=1e-5, rtol=1e-5)
+
+
+def test_permute_rows_copies():
+    x = torch.arange(12.0).view(6, 2)
+    before = x.clone()
+    rows = torch.tensor([1, 3, 5])
+    out, perm = permute_rows(x, rows, torch.Generator().manual_seed(0))
+    assert torch.equal(x, before)  # never in place (the official code's bug)
+    assert torch.equal(out[rows], x[rows[perm]])
+    assert torch.equal(out[[0, 2, 4]], x[[0, 2, 4]])
+
+
+def test_two_views_differ():
+    data, method = _graph(), _method()
+    method.prepare(data)
+    batch = next(iter(method.batches(data)))
+    x_before = batch.x.clone()
+    h1, h2 = method.views(batch)
+    assert h1.shape == h2.shape == (batch.centres.numel(), 32)
+    assert not torch.allclose(h1, h2, atol=1e-4)
+    assert torch.equal(batch.x, x_before)  # views never mutate the stored graph
+    # Even with only the paper's permutation, the two views are different tensors.
+    method.config.augment = dataclasses.replace(method.config.augment, edge_drop_1=0.0,
+                                                edge_drop_2=0.0, feature_mask_1=0.0,
+                                                feature_mask_2=0.0)
+    h1, h2 = method.views(batch)
+    assert not torch.equal(h1, h2)
+
+
+def test_same_seed_same_centres_and_losses():
+    data = _graph()
+    a, b, c = _method(seed=0), _method(seed=0), _method(seed=1)
+    la, lb = _train(a, data, 4), _train(b, data, 4)
+    lc = _train(c, data, 4)
+    assert torch.equal(a.star_graph.centres, b.star_graph.centres)
+    assert torch.equal(a.star_graph.edge_index, b.star_graph.edge_index)
+    assert la == lb
+    assert la != lc
+    torch.testing.assert_close(a.embed(data), b.embed(data))
+    assert a.embed(data).shape == (400, 32)  # evaluated on the full original graph
+
+
+def test_training_decreases_loss():
+    data, method = _graph(), _method()
+    losses = _train(method, data, 30)
+    assert sum(losses[-5:]) < sum(losses[:5])
+
+
+def test_cache_reuses_centres(tmp_path):
+    data = _graph()
+    a = _method()
+    a.prepare(data, tmp_path)
+    assert a.stats["cache"] == "miss"
+    assert len(list(tmp_path.glob("spectral-*.pt"))) == 1
+    b = _method()
+    b.prepare(data, tmp_path)
+    assert b.stats["cache"] == "hit"
+    assert torch.equal(a.star_graph.edge_index, b.star_graph.edge_index)
+    c = _method(num_neighbors=5)  # new star parameters, same spectral step
+    c.prepare(data, tmp_path)
+    assert c.stats["cache"] == "spectral"
+    assert graph_key(data.edge_index, 400, {"k": 4}) != graph_key(data.edge_index, 401, {"k": 4})
+
+
+def test_nml_variant_weights_centre_negatives():
+    data, method = _graph(), _method(nml=True, nml_inner_steps=2)
+    assert set(method.optimizers) == {"model", "nmn"}
+    nmn_before = [p.detach().clone() for p in method.nmn.parameters()]
+    enc_before = method.encoder.convs[0].lin.weight.detach().clone()
+    method.prepare(data)
+    stats = method.training_step(next(iter(method.batches(data))))
+    assert {"loss", "info_nce", "kl"} <= set(stats)
+    assert torch.isfinite(torch.tensor(stats["loss"]))
+    assert any(not torch.equal(p, q) for p, q in zip(method.nmn.parameters(), nmn_before))
+    assert not torch.equal(method.encoder.convs[0].lin.weight, enc_before)
+    assert all(p.requires_grad for p in method.nmn.parameters())
+
+
+def test_disconnected_graph_uses_largest_component():
+    data = _graph()
+    # Add 20 isolated nodes: they must not become centres.
+    data = Data(x=torch.cat([data.x, torch.randn(20, 16)]), edge_index=data.edge_index,
+                y=torch.cat([data.y, torch.zeros(20, dtype=torch.long)]))
+    method = _method()
+    method.prepare(data)
+    assert (method.star_graph.centres < 400).all()
+    assert method.embed(data).shape == (420, 32)
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="e2neg.clusters"):
+        config_from_dict({"method": "e2neg", "e2neg": {"clusters": 1}})
+    with pytest.raises(ConfigError, match="e2neg.max_hops"):
+        config_from_dict({"method": "e2neg", "e2neg": {"start_hops": 3, "max_hops": 2}})
+    with pytest.raises(ConfigError, match="e2neg.solver"):
+        config_from_dict({"method": "e2neg", "e2neg": {"solver": "svds"}})
