@@ -5,7 +5,7 @@ from distgcl.spectral import (cluster_purity, laplacian_eigenpairs, select_centr
                               spectral_clusters)
 from distgcl.spectral.laplacian import adjacency, largest_component
 
-from conftest import planted_partition
+from spectral_graphs import planted_partition
 
 
 def test_planted_partition_is_recovered():

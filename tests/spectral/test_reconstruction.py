@@ -5,7 +5,7 @@ from scipy.sparse.csgraph import shortest_path
 
 from distgcl.spectral import adjacency, reconstruct_stars
 
-from conftest import planted_partition
+from spectral_graphs import planted_partition
 
 
 def _graph():
