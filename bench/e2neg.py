@@ -63,6 +63,9 @@ def part_accuracy(args: argparse.Namespace) -> list[dict[str, Any]]:
             out = WORK / f"e2neg-acc-{name}-{int(nml)}"
             if args.resume and (out / "result.json").is_file():
                 result = json.loads((out / "result.json").read_text())  # an earlier run's row
+            elif args.skip_missing:
+                print(f"[{name}{'+nml' if nml else ''}] no result yet: skipped", flush=True)
+                continue
             else:
                 result = run_distgcl(config, [*COMMON, f"train.epochs={epochs}", *_probe(args)],
                                      out)
@@ -127,6 +130,8 @@ def main() -> None:
     parser.add_argument("--probe-eval-every", type=int, default=10)
     parser.add_argument("--resume", action="store_true",
                         help="accuracy: reuse the result.json of rows already run")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="accuracy: only collect rows already run (run nothing)")
     args = parser.parse_args()
 
     WORK.mkdir(parents=True, exist_ok=True)

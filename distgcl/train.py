@@ -195,6 +195,8 @@ def run_training(config: Config, out_dir: str | Path | None = None) -> dict[str,
         "memory": {"peak_rss_mb": peak_rss_mb()},
         "epochs_run": len(records),
     }
+    if hasattr(method, "describe"):  # method-specific statistics (E2Neg: centres, purity, ...)
+        result["method_info"] = method.describe()
     if out is not None:
         (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         if records:
