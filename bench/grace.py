@@ -83,6 +83,11 @@ def main() -> None:
              f"machine. Probe normalization on the same embeddings, public split: standardize "
              f"77.6, l2 80.8 (the default since).")
     if args.collect:
+        notes += (" Photo ran only 3 of 2000 epochs (41 s/epoch single-threaded under load; with "
+                  "lr 0.1 the first epochs are far from converged), so its row measures cost, not "
+                  "GRACE's accuracy. Computers, CS and PubMed full-batch runs were not finished in "
+                  "this session (estimated 0.5-2 h each at 2000/1000/1500 epochs here)."
+                  if "photo" in {r["dataset"] for r in rows} else "")
         notes += (f" Rows assembled (--collect) from the finished per-dataset runs of "
                   f"'bench/grace.py --budget {args.budget:.0f} --threads {args.threads}'; datasets "
                   f"without a finished run are absent.")
