@@ -25,6 +25,18 @@ from torch.utils.checkpoint import checkpoint
 from distgcl.typing import NodeIds, OptTensor
 
 
+def cosine_logits(anchor: Tensor, positive: Tensor, candidates: Tensor,
+                  tau: float) -> tuple[Tensor, Tensor]:
+    """Positive logits ``s(a_i, p_i)/tau`` :math:`(B,)` and candidate logits :math:`(B, K)` for
+    shared :math:`(K, d)` or per-anchor :math:`(B, K, d)` candidates (shared by every loss)."""
+    a = F.normalize(anchor, dim=-1)
+    pos = (a * F.normalize(positive, dim=-1)).sum(-1) / tau  # [B]
+    c = F.normalize(candidates, dim=-1)
+    if c.dim() == 2:
+        return pos, a @ c.t() / tau  # [B, K]
+    return pos, torch.einsum("bd,bkd->bk", a, c) / tau  # [B, K]
+
+
 def info_nce(anchor: Tensor, positive: Tensor, candidates: Tensor, tau: float, *,
              candidate_mask: OptTensor = None, candidate_weights: OptTensor = None,
              candidate_log_weights: OptTensor = None) -> Tensor:
@@ -52,13 +64,7 @@ def info_nce(anchor: Tensor, positive: Tensor, candidates: Tensor, tau: float, *
     """
     if tau <= 0:
         raise ValueError(f"tau must be > 0 (got {tau})")
-    a = F.normalize(anchor, dim=-1)
-    pos = (a * F.normalize(positive, dim=-1)).sum(-1) / tau  # [B]
-    c = F.normalize(candidates, dim=-1)
-    if c.dim() == 2:
-        neg = a @ c.t() / tau  # [B, K]
-    else:
-        neg = torch.einsum("bd,bkd->bk", a, c) / tau  # [B, K]
+    pos, neg = cosine_logits(anchor, positive, candidates, tau)
     if candidate_weights is not None and candidate_log_weights is not None:
         raise ValueError("pass candidate_weights or candidate_log_weights, not both")
     if candidate_weights is not None:
@@ -251,10 +257,7 @@ def nml_direction_loss(anchor: Tensor, positive: Tensor, candidates: Tensor, log
 
     Space complexity: O(BK).
     """
-    a = F.normalize(anchor, dim=-1)
-    pos = (a * F.normalize(positive, dim=-1)).sum(-1) / tau  # [B]
-    cand = F.normalize(candidates, dim=-1)
-    neg = (a @ cand.t() if cand.dim() == 2 else torch.einsum("bd,bkd->bk", a, cand)) / tau
+    pos, neg = cosine_logits(anchor, positive, candidates, tau)
     return _nml_terms(pos, neg, log_m, c, candidate_mask, count_positive, alpha)
 
 

@@ -124,7 +124,7 @@ def _cache_dir(cache: Path, root: Path) -> Path:
     return cache / "processed" / key
 
 
-def _load_pyg(name: str, root: Path, cache: Path, download: bool) -> Data:
+def _load_pyg(name: str, root: Path, cache: Path) -> Data:
     """Planetoid / Amazon / Coauthor through PyG, processing into the cache, not into ``root``."""
     from torch_geometric.datasets import Amazon, Coauthor, Planetoid
 
@@ -136,7 +136,7 @@ def _load_pyg(name: str, root: Path, cache: Path, download: bool) -> Data:
         src, dst = root / spec.raw_dir / fname, raw / fname
         if src.is_file() and not dst.exists():
             dst.symlink_to(src.resolve())
-    del download  # PyG downloads by itself when raw files are absent and download was allowed
+    # Raw files absent here (only possible with data.download=true) make PyG download them.
     pyg_name = PYG_NAMES[name]
     if spec.family == "planetoid":
         ds = Planetoid(str(family_root), pyg_name, split="public")
@@ -196,10 +196,10 @@ def load_dataset(name: str, root: str | Path | None = None, *, cache: str | Path
 
     split, multilabel = "random", False
     if spec.family == "planetoid":
-        data, split = _load_pyg(name, root_path, cache_path, download), "public"
+        data, split = _load_pyg(name, root_path, cache_path), "public"
         num_classes = int(data.y.max()) + 1
     elif spec.family in ("amazon", "coauthor"):
-        data = _load_pyg(name, root_path, cache_path, download)
+        data = _load_pyg(name, root_path, cache_path)
         num_classes = int(data.y.max()) + 1
     elif spec.family == "ogb":
         from distgcl.data.ogb import load_ogb
