@@ -60,7 +60,11 @@ def row_from_result(result: dict[str, Any], **extra: Any) -> dict[str, Any]:
             row[key] = round(m[key], 4) if key in ("nmi", "ari", "fmi") else round(m[key], 2)
     row["seconds_per_epoch"] = round(t["seconds_per_epoch"], 4)
     row["train_seconds"] = round(t["train_seconds"], 2)
-    row["peak_rss_mb"] = round(result["memory"]["peak_rss_mb"], 1)
+    memory = result["memory"]
+    row["peak_rss_mb"] = round(memory["peak_rss_mb"], 1)
+    for key in ("training_peak_rss_mb", "training_extra_mb"):  # absent in older result.json
+        if memory.get(key) is not None:
+            row[key] = round(memory[key], 1)
     row["epochs"] = result["config"]["train"]["epochs"]
     row["seeds"] = result["config"]["eval"]["probe_seeds"]
     return row

@@ -23,8 +23,12 @@ PUBLISHED = {  # accuracy the issue holds us to (DGL README public split; BGRL t
 
 
 def _row(result: dict, published_epochs: int, name: str) -> dict:
-    row = row_from_result(result, variant="full-batch", published_epochs=published_epochs,
+    grace = result["config"]["grace"]
+    variant = ("full-batch" if grace["negatives"] == "full"
+               else f"sampled-K{grace['num_negatives']}")
+    row = row_from_result(result, variant=variant, published_epochs=published_epochs,
                           published_accuracy=PUBLISHED.get(name))
+    row["threads"] = result["config"]["train"]["threads"]
     if row.get("accuracy_mean") is not None and PUBLISHED.get(name) is not None:
         row["gap_to_published"] = round(row["accuracy_mean"] - PUBLISHED[name], 2)
     return row
@@ -36,9 +40,13 @@ def main() -> None:
     parser.add_argument("--full", default="cora,citeseer",
                         help="datasets that always run their published epochs (no budget)")
     parser.add_argument("--datasets", default=",".join(PUBLISHED))
+    parser.add_argument("--variants", default="full",
+                        help="full (the paper's N x N loss) and/or sampled (K negatives/anchor)")
+    parser.add_argument("--num-negatives", type=int, default=1024, help="K for --variants sampled")
     parser.add_argument("--seeds", type=int, default=10, help="linear-probe seeds")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per run (1 avoids oversubscription on a shared CPU)")
+    parser.add_argument("--note", default="", help="text appended to the file's notes")
     parser.add_argument("--collect", action="store_true",
                         help="only assemble grace.json from the finished runs under _work/")
     args = parser.parse_args()
@@ -48,50 +56,54 @@ def main() -> None:
     for name in args.datasets.split(","):
         config = REPO / "configs" / f"{name}_grace.yaml"
         published_epochs = yaml.safe_load(config.read_text())["train"]["epochs"]
-        if args.collect:
-            done = WORK / f"grace-{name}" / "result.json"
-            if done.is_file():
-                rows.append(_row(json.loads(done.read_text()), published_epochs, name))
-            else:
-                print(f"[{name}] no finished run under {done.parent}", flush=True)
-            continue
-        common = [f"train.threads={args.threads}"]
-        timing = run_distgcl(config, [*common, "train.epochs=2", "eval.probe_seeds=1",
-                                      "eval.probe_epochs=10", "eval.clustering=false"],
-                             WORK / f"grace-{name}-timing")
-        per_epoch = timing["timing"]["seconds_per_epoch"]
-        budget = float("inf") if name in args.full.split(",") else args.budget
-        epochs = int(max(1, min(published_epochs, budget // max(per_epoch, 1e-6))))
-        print(f"[{name}] {per_epoch:.2f} s/epoch -> {epochs}/{published_epochs} epochs", flush=True)
-        result = run_distgcl(config, [*common, f"train.epochs={epochs}",
-                                      f"eval.probe_seeds={args.seeds}", "eval.save_embeddings=true"],
-                             WORK / f"grace-{name}")
-        rows.append(_row(result, published_epochs, name))
-        print(rows[-1], flush=True)
+        for variant in args.variants.split(","):
+            if variant not in ("full", "sampled"):
+                parser.error(f"unknown variant {variant!r} (full, sampled)")
+            work = WORK / f"grace-{name}{'' if variant == 'full' else '-sampled'}"
+            if args.collect:
+                if (work / "result.json").is_file():
+                    rows.append(_row(json.loads((work / "result.json").read_text()),
+                                     published_epochs, name))
+                else:
+                    print(f"[{name}] no finished run under {work}", flush=True)
+                continue
+            common = [f"train.threads={args.threads}"]
+            if variant == "sampled":
+                common += ["grace.negatives=sampled", f"grace.num_negatives={args.num_negatives}"]
+            timing = run_distgcl(config, [*common, "train.epochs=2", "eval.probe_seeds=1",
+                                          "eval.probe_epochs=10", "eval.clustering=false"],
+                                 work.with_name(work.name + "-timing"))
+            per_epoch = timing["timing"]["seconds_per_epoch"]
+            budget = float("inf") if name in args.full.split(",") else args.budget
+            epochs = int(max(1, min(published_epochs, budget // max(per_epoch, 1e-6))))
+            print(f"[{name} {variant}] {per_epoch:.2f} s/epoch -> {epochs}/{published_epochs} "
+                  f"epochs", flush=True)
+            result = run_distgcl(config, [*common, f"train.epochs={epochs}",
+                                          f"eval.probe_seeds={args.seeds}",
+                                          "eval.save_embeddings=true"], work)
+            rows.append(_row(result, published_epochs, name))
+            print(rows[-1], flush=True)
 
-    short = [r["dataset"] for r in rows if r["epochs"] < r["published_epochs"]]
-    notes = (f"GRACE full-batch InfoNCE (inter+intra-view negatives) with published hyperparameters "
+    short = [f"{r['dataset']} {r['variant']} ({r['epochs']}/{r['published_epochs']})" for r in rows
+             if r["epochs"] < r["published_epochs"]]
+    notes = (f"GRACE InfoNCE (inter+intra-view negatives; full-batch N x N, or sampled-K: K "
+             f"candidate nodes per block of 1024 anchors, 2K negatives each) with published "
+             f"hyperparameters "
              f"(configs/<dataset>_grace.yaml: GRACE config.yaml for Planetoid, GCA params for "
              f"Amazon/Coauthor). Probe: batched logistic regression, {args.seeds} seeds, "
              f"L2-normalized embeddings; public split for Planetoid, seeded random 1:1:8 splits "
-             f"otherwise. Budget {args.budget:.0f} s of training per dataset on a shared 2-core "
-             f"CPU ({args.threads} torch thread per run, other benchmarks running beside it, so "
-             f"seconds are pessimistic); fewer epochs than published on: "
-             f"{', '.join(short) or 'none'}. Implementation check on Cora embeddings (200 epochs) "
-             f"with GRACE's own protocol (L2-normalized, random 10%/90%, sklearn LR with C grid, "
-             f"3 repeats): 83.65 +- 0.45, vs 83.14 +- 1.05 measured for the official code on this "
-             f"machine. Probe normalization on the same embeddings, public split: standardize "
-             f"77.6, l2 80.8 (the default since).")
+             f"otherwise. Each row's 'threads' is the torch thread count of its run on the 2-core "
+             f"CPU. Budget {args.budget:.0f} s of training per dataset; fewer epochs than "
+             f"published (ran/published) on: {', '.join(short) or 'none'}: those rows measure cost "
+             f"and early-training accuracy, not GRACE's converged accuracy. Implementation check "
+             f"on Cora embeddings (200 epochs) with GRACE's own protocol (L2-normalized, random "
+             f"10%/90%, sklearn LR with C grid, 3 repeats): 83.65 +- 0.45, vs 83.14 +- 1.05 "
+             f"measured for the official code on this machine. Probe normalization on the same "
+             f"embeddings, public split: standardize 77.6, l2 80.8 (the default since).")
     if args.collect:
-        notes += (" Photo ran only 3 of 2000 epochs (41 s/epoch single-threaded under load; with "
-                  "lr 0.1 the first epochs are far from converged), so its row measures cost, not "
-                  "GRACE's accuracy. Computers, CS and PubMed full-batch runs were not finished in "
-                  "this session (estimated 0.5-2 h each at 2000/1000/1500 epochs here)."
-                  if "photo" in {r["dataset"] for r in rows} else "")
-        notes += (f" Rows assembled (--collect) from the finished per-dataset runs of "
-                  f"'bench/grace.py --budget {args.budget:.0f} --threads {args.threads}'; datasets "
-                  f"without a finished run are absent.")
-    write_results("grace", rows, notes)
+        notes += (" Rows assembled (--collect) from the finished per-dataset runs under "
+                  "bench/results/_work/grace-<dataset>; datasets without a finished run are absent.")
+    write_results("grace", rows, f"{notes} {args.note}".strip())
 
 
 if __name__ == "__main__":

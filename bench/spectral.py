@@ -36,10 +36,12 @@ def _rss_now_mb() -> float:
 
 
 def worker(graph: str, scale: float, solver: str, k: int, tol: float, maxiter: int,
-           threads: int, stars: bool = False) -> dict[str, Any]:
+           threads: int, stars: bool = False, dtype: str = "float64",
+           budget: float | None = None) -> dict[str, Any]:
     import numpy as np
     import torch
 
+    from distgcl.memory import PhasePeak
     from distgcl.spectral import (adjacency, connected_components, laplacian_from_adjacency,
                                   smallest_eigenpairs, trivial_eigenvectors)
 
@@ -70,12 +72,28 @@ def worker(graph: str, scale: float, solver: str, k: int, tol: float, maxiter: i
     # AMG setup on a graph of mean degree ~600 is itself the bottleneck; precondition only the
     # sparse graphs (documented in the row).
     precond = solver == "lobpcg-scipy" and nnz / n < 100
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = smallest_eigenpairs(lap, k, null_space=y, solver=solver, tol=tol, maxiter=maxiter,
-                                  seed=0, preconditioner=precond)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the stars step
     extra: dict[str, Any] = {}
+
+    def solve(iterations: int) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return smallest_eigenpairs(lap, k, null_space=y, solver=solver, tol=tol,
+                                       maxiter=iterations, seed=0, preconditioner=precond,
+                                       dtype=np.dtype(dtype))
+
+    if budget is not None and solver != "eigsh":
+        # A LOBPCG killed by a time limit returns nothing; instead time a few iterations and cap
+        # maxiter so the solve ends inside the budget and reports how far it got.
+        trial = solve(3)
+        per_iteration = trial.seconds / max(trial.iterations, 1)
+        maxiter = max(3, min(maxiter, int(budget / per_iteration)))
+        extra.update(seconds_per_iteration=round(per_iteration, 2), budget_seconds=budget)
+    solve_memory = PhasePeak().start()
+    res = solve(maxiter)
+    solve_memory.stop()
+    extra["maxiter_used"] = maxiter
+    extra["solve_extra_mb"] = solve_memory.extra_mb  # the solver's own memory, graph excluded
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the stars step
     if stars:  # the rest of E2Neg's preprocessing on the same graph: k-means, centres, stars
         from distgcl.spectral import reconstruct_stars, select_centres, spectral_clusters
 
@@ -106,6 +124,13 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-4)
     parser.add_argument("--maxiter", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                        help="working precision of the solves (residuals are always float64)")
+    parser.add_argument("--name", default="spectral", help="bench/results/<name>.json")
+    parser.add_argument("--note", default="", help="text appended to the file's notes")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="LOBPCG seconds per solve: maxiter is cut to fit (from a 3-iteration "
+                             "trial), so a slow solve still reports its residual")
     parser.add_argument("--graphs", default="physics,proteins-synthetic")
     parser.add_argument("--scales", default="0.1,1.0",
                         help="fractions of ogbn-proteins size for the synthetic graph")
@@ -119,7 +144,8 @@ def main() -> None:
     if args.worker:
         graph, scale, solver = args.worker
         print(json.dumps(worker(graph, float(scale), solver, args.k, args.tol, args.maxiter,
-                                args.threads, stars=solver == "eigsh")))
+                                args.threads, stars=solver == "eigsh", dtype=args.dtype,
+                                budget=args.budget)))
         return
 
     rows: list[dict[str, Any]] = []
@@ -136,10 +162,13 @@ def main() -> None:
         for solver in solvers:
             cmd = [sys.executable, __file__, "--worker", graph, str(scale), solver,
                    "--k", str(args.k), "--tol", str(args.tol), "--maxiter", str(args.maxiter),
-                   "--threads", str(args.threads)]
+                   "--threads", str(args.threads), "--dtype", args.dtype]
+            if args.budget is not None:
+                cmd += ["--budget", str(args.budget)]
             row: dict[str, Any] = {"dataset": graph, "method": "e2neg-spectral",
                                    "variant": f"solver={solver}", "solver": solver, "k": args.k,
-                                   "tol": args.tol, "scale": scale}
+                                   "tol": args.tol, "scale": scale, "dtype": args.dtype,
+                                   "maxiter": args.maxiter}
             wall = time.perf_counter()
             try:
                 proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
@@ -163,7 +192,7 @@ def main() -> None:
              f"merged), trivial D^1/2 1 eigenvectors deflated (constraints Y for scipy LOBPCG, "
              f"start block for torch.lobpcg, deflated operator 2I - L - 2YY^T for eigsh "
              f"which='LA'); absolute residual tol {args.tol}, maxiter {args.maxiter}, seed 0, "
-             f"float64, {args.threads} torch threads; LOBPCG block = k - c + max(5, 0.2(k-c)). "
+             f"{args.dtype}, {args.threads} torch threads; LOBPCG block = k - c + max(5, 0.2(k-c)). "
              "scipy LOBPCG uses the pyamg smoothed-aggregation preconditioner (L + 1e-5 I) only "
              "on sparse graphs (mean degree < 100, i.e. physics); on the proteins-size graphs "
              "(mean degree ~600) it runs unpreconditioned. 'edges' = stored nonzeros of the "
@@ -171,8 +200,11 @@ def main() -> None:
              "proteins_like_graph (DC-SBM, 50 blocks, p_intra 0.7, log-normal degrees); at small "
              "scale the same mean degree saturates the blocks, so more duplicates are merged. "
              "Each solve runs in its own process with a time limit; rows with 'error' did not "
-             "finish. The CPU was shared with other jobs during the run: times are noisy.")
-    write_results("spectral", rows, notes)
+             "finish. Rows with converged=false stopped at maxiter_used iterations (with --budget, "
+             "set from a 3-iteration trial's seconds per iteration) and report the residual they "
+             "reached. peak_rss_mb is the whole process, graph generation included; "
+             "solve_extra_mb is the rise of RSS during the solve alone.")
+    write_results(args.name, rows, f"{notes} {args.note}".strip())
 
 
 if __name__ == "__main__":

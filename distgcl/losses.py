@@ -156,11 +156,9 @@ def grace_loss(h1: Tensor, h2: Tensor, tau: float, *, chunk_size: int | None = N
         Tensor: scalar loss.
     """
     n = h1.size(0)
-    all_ids = torch.arange(n, device=h1.device)
     if chunk_size is None or chunk_size >= n:
-        l1 = grace_block_loss(h1, h2, all_ids, all_ids, tau, intra_view)
-        l2 = grace_block_loss(h2, h1, all_ids, all_ids, tau, intra_view)
-        return 0.5 * (l1.mean() + l2.mean())
+        return _grace_full_square(h1, h2, tau, intra_view)
+    all_ids = torch.arange(n, device=h1.device)
     total = h1.new_zeros(())
     for start in range(0, n, chunk_size):
         ids = all_ids[start:start + chunk_size]
@@ -168,6 +166,34 @@ def grace_loss(h1: Tensor, h2: Tensor, tau: float, *, chunk_size: int | None = N
                            use_reentrant=False)
         total = total + block
     return total / (2 * n)
+
+
+def _grace_full_square(h1: Tensor, h2: Tensor, tau: float, intra_view: bool) -> Tensor:
+    """Unchunked :func:`grace_loss` from three N x N matrices instead of four.
+
+    The V->U inter-view logits are the transpose of the U->V ones, so one matrix serves both
+    directions (row and column log-sum-exps), and the self-pairs of the intra-view matrices are
+    their diagonals (no N x N mask). Same value as the per-anchor :func:`grace_block_loss` path,
+    about 25% fewer FLOPs and half the N x N buffers.
+    """
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0 (got {tau})")
+    # 1/sqrt(tau) folded into the (N, d) factors: saves an N x N division pass per matrix,
+    # forward and backward (these N x N passes are memory-bound and dominate the epoch)
+    scale = tau ** -0.5
+    z1, z2 = F.normalize(h1, dim=1) * scale, F.normalize(h2, dim=1) * scale
+    between = z1 @ z2.t()  # [N, N] s(u_i, v_j)/tau
+    pos = between.diagonal()
+    # the between-view sums run over all k, so the denominators already hold e^{pos}
+    total = []
+    for z, between_lse in ((z1, torch.logsumexp(between, dim=1)),
+                           (z2, torch.logsumexp(between, dim=0))):
+        if intra_view:
+            refl = z @ z.t()  # [N, N] intra-view logits s/tau
+            refl.diagonal().fill_(float("-inf"))  # an anchor is not its own negative
+            between_lse = torch.logaddexp(between_lse, torch.logsumexp(refl, dim=1))
+        total.append((between_lse - pos).mean())
+    return 0.5 * (total[0] + total[1])
 
 
 def _symmetric_block_sum(h1: Tensor, h2: Tensor, ids: Tensor, candidates: Tensor, tau: float,

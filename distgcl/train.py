@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import random
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from distgcl.checkpoint import CheckpointManager
 from distgcl.config import Config
 from distgcl.data import GraphDataset, default_cache, load_from_config
 from distgcl.eval import clustering_scores, linear_probe, normalize_embeddings
+from distgcl.memory import PhasePeak, peak_rss_mb
 from distgcl.methods import GraphInfo, Method, TrainingDiverged, build_method
 
 
@@ -34,11 +34,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _rng_state() -> dict[str, Any]:
@@ -148,6 +143,7 @@ def run_training(config: Config, out_dir: str | Path | None = None) -> dict[str,
     bar = tqdm(range(start_epoch, t.epochs + 1), desc=f"{method.name}/{dataset.name}",
                disable=not t.progress, dynamic_ncols=True, mininterval=1.0, initial=start_epoch - 1,
                total=t.epochs)
+    training_memory = PhasePeak().start()
     for epoch in bar:
         tick = time.perf_counter()
         try:
@@ -178,6 +174,7 @@ def run_training(config: Config, out_dir: str | Path | None = None) -> dict[str,
                                  "optimizers": method.optimizer_state(), "rng": _rng_state(),
                                  "records": records, "epoch": epoch})
     bar.close()
+    training_memory.stop()
     train_seconds = sum(r["seconds"] for r in records)
 
     eval_start = time.perf_counter()
@@ -192,7 +189,7 @@ def run_training(config: Config, out_dir: str | Path | None = None) -> dict[str,
         "timing": {"train_seconds": train_seconds,
                    "seconds_per_epoch": train_seconds / max(len(records), 1),
                    "prepare_seconds": prepare_seconds, "eval_seconds": eval_seconds},
-        "memory": {"peak_rss_mb": peak_rss_mb()},
+        "memory": {"peak_rss_mb": peak_rss_mb(), **training_memory.as_dict("training")},
         "epochs_run": len(records),
     }
     if hasattr(method, "describe"):  # method-specific statistics (E2Neg: centres, purity, ...)

@@ -31,6 +31,7 @@ def test_train_writes_contract_outputs(tmp_path: Path, capsys: pytest.CaptureFix
         assert isinstance(result["metrics"][key], float)
     assert set(result["timing"]) >= {"train_seconds", "seconds_per_epoch"}
     assert result["memory"]["peak_rss_mb"] > 0
+    assert result["memory"]["training_extra_mb"] >= 0  # the training phase's own footprint
     assert result["config"]["train"]["epochs"] == 4
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4 and {"epoch", "loss", "seconds"} <= set(json.loads(lines[0]))
