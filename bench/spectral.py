@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -41,7 +40,7 @@ def worker(graph: str, scale: float, solver: str, k: int, tol: float, maxiter: i
     import numpy as np
     import torch
 
-    from distgcl.memory import PhasePeak
+    from distgcl.memory import PhasePeak, peak_rss_mb
     from distgcl.spectral import (adjacency, connected_components, laplacian_from_adjacency,
                                   smallest_eigenpairs, trivial_eigenvectors)
 
@@ -93,7 +92,7 @@ def worker(graph: str, scale: float, solver: str, k: int, tol: float, maxiter: i
     solve_memory.stop()
     extra["maxiter_used"] = maxiter
     extra["solve_extra_mb"] = solve_memory.extra_mb  # the solver's own memory, graph excluded
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the stars step
+    peak = peak_rss_mb()  # before the stars step
     if stars:  # the rest of E2Neg's preprocessing on the same graph: k-means, centres, stars
         from distgcl.spectral import reconstruct_stars, select_centres, spectral_clusters
 

@@ -5,6 +5,10 @@ Linux keeps one high-water mark of the resident set per process (``VmHWM``); wri
 training phase's own footprint (``training_peak - before``) is the CPU analogue of the GPU memory
 papers report: it leaves out the interpreter, the libraries and the loaded dataset that every
 method shares. Elsewhere (no /proc) only the whole-run peak from ``getrusage`` is available.
+
+The reset also lowers what ``getrusage`` reports as the process's maximum RSS (Linux derives it
+from the same high-water mark), so the mark is read just before each reset and
+:func:`peak_rss_mb` keeps the larger of the two.
 """
 from __future__ import annotations
 
@@ -13,11 +17,13 @@ from pathlib import Path
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
+_peak_before_resets_mb = 0.0  # the highest high-water mark seen just before a reset
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, never reset (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process so far, over the whole run (MB)."""
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+               _peak_before_resets_mb)
 
 
 def _status_mb(field: str) -> float | None:
@@ -47,6 +53,8 @@ class PhasePeak:
         self.peak_mb: float | None = None
 
     def start(self) -> "PhasePeak":
+        global _peak_before_resets_mb
+        _peak_before_resets_mb = max(_peak_before_resets_mb, _status_mb("VmHWM") or 0.0)
         try:
             _CLEAR_REFS.write_text("5")
         except OSError:
