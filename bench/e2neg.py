@@ -50,6 +50,16 @@ def _row(result: dict[str, Any], method: str, **extra: Any) -> dict[str, Any]:
     return row
 
 
+def _accuracy_row(result: dict[str, Any], method: str, variant: str,
+                  published_epochs: int) -> dict[str, Any]:
+    """A 10-seed accuracy row (parts accuracy and published)."""
+    row = _row(result, method, variant=variant, published_epochs=published_epochs,
+               clusters=result["config"]["e2neg"]["clusters"],
+               probe_epochs=result["config"]["eval"]["probe_epochs"])
+    print(row, flush=True)
+    return row
+
+
 def _probe(args: argparse.Namespace) -> list[str]:
     return ["eval.probe_seeds=10", f"eval.probe_epochs={args.probe_epochs}",
             f"eval.probe_eval_every={args.probe_eval_every}", "eval.clustering=false"]
@@ -71,12 +81,8 @@ def part_accuracy(args: argparse.Namespace) -> list[dict[str, Any]]:
             else:
                 result = run_distgcl(config, [*COMMON, f"train.epochs={epochs}", *_probe(args)],
                                      out)
-            row = _row(result, "e2neg+nml" if nml else "e2neg", variant="full-batch",
-                       published_epochs=published,
-                       clusters=result["config"]["e2neg"]["clusters"],
-                       probe_epochs=result["config"]["eval"]["probe_epochs"])
-            rows.append(row)
-            print(row, flush=True)
+            rows.append(_accuracy_row(result, "e2neg+nml" if nml else "e2neg", "full-batch",
+                                      published))
     return rows
 
 
@@ -89,11 +95,7 @@ def part_published(args: argparse.Namespace) -> list[dict[str, Any]]:
         result = run_distgcl(config, [*COMMON, f"train.epochs={published}",
                                       "eval.probe_seeds=10", "eval.clustering=true"],
                              WORK / f"e2neg-published-{name}")
-        row = _row(result, "e2neg", variant="published-epochs", published_epochs=published,
-                   clusters=result["config"]["e2neg"]["clusters"],
-                   probe_epochs=result["config"]["eval"]["probe_epochs"])
-        rows.append(row)
-        print(row, flush=True)
+        rows.append(_accuracy_row(result, "e2neg", "published-epochs", published))
     return rows
 
 

@@ -70,7 +70,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -273,6 +273,17 @@ def _save_atomic(obj: Any, path: Path) -> None:
     tmp.replace(path)
 
 
+def _load_or_build(path: Path | None, build: Callable[[], Any]) -> tuple[Any, bool]:
+    """``(torch.load(path), True)`` if the cache file exists, else ``(build(), False)``, saved
+    to ``path`` (atomically) unless it is None."""
+    if path is not None and path.is_file():
+        return torch.load(path, weights_only=False), True
+    obj = build()
+    if path is not None:
+        _save_atomic(obj, path)
+    return obj, False
+
+
 # ----------------------------------------------------------------------------- method
 
 @register_method("e2neg", E2NegConfig)
@@ -333,44 +344,42 @@ class E2Neg(Method):
                 "eigenvectors": eig.eigenvectors.astype(np.float32), "residuals": eig.residuals,
                 "summary": eig.summary()}
 
-    def prepare(self, data: Data, cache_dir: Path | None = None) -> None:
-        """Spectral step, k-means, centres and stars (cached), then the training batch."""
+    def _cache_path(self, cache_dir: Path | None, kind: str, data: Data,
+                    params: dict[str, Any]) -> Path | None:
+        if not self.cfg.cache or cache_dir is None:
+            return None
+        return Path(cache_dir) / f"{kind}-{graph_key(data.edge_index, data.num_nodes, params)}.pt"
+
+    def _build_stars(self, data: Data, cache_dir: Path | None) -> dict[str, Any]:
+        """Spectral step (cached on its own), k-means, centres and the star reconstruction."""
         c = self.cfg
         n = data.num_nodes
+        adj = adjacency(data.edge_index, n, dtype=bool)
+        spec, spectral_hit = _load_or_build(
+            self._cache_path(cache_dir, "spectral", data, self._spectral_params()),
+            lambda: self._spectral(adj, n))
+        self.stats["cache"] = "spectral" if spectral_hit else "miss"
+        emb = spec["eigenvectors"]
+        labels, centroids = spectral_clusters(emb, c.clusters, seed=self.seed,
+                                              minibatch=c.kmeans == "minibatch")
+        local = select_centres(emb, labels, rule=c.centre_rule, centroids=centroids)
+        nodes = spec["nodes"]
+        centres = nodes[torch.from_numpy(local)]
+        graph = reconstruct_stars(data.edge_index, n, centres, max_neighbors=c.num_neighbors,
+                                  min_neighbors=c.min_neighbors, max_hops=c.max_hops,
+                                  start_hops=c.start_hops, adj=adj,
+                                  generator=torch.Generator().manual_seed(self.seed))
+        full_labels = torch.full((n,), -1, dtype=torch.long)
+        full_labels[nodes] = torch.from_numpy(labels)
+        return {"graph": graph, "labels": full_labels, "spectral": spec["summary"]}
+
+    def prepare(self, data: Data, cache_dir: Path | None = None) -> None:
+        """Spectral step, k-means, centres and stars (cached), then the training batch."""
         start = time.perf_counter()
-        use_cache = c.cache and cache_dir is not None
-        star_key = graph_key(data.edge_index, n, self._star_params())
-        star_path = Path(cache_dir) / f"stars-{star_key}.pt" if use_cache else None
-        if star_path is not None and star_path.is_file():
-            stars = torch.load(star_path, weights_only=False)
+        stars, hit = _load_or_build(self._cache_path(cache_dir, "stars", data, self._star_params()),
+                                    lambda: self._build_stars(data, cache_dir))
+        if hit:
             self.stats["cache"] = "hit"
-        else:
-            adj = adjacency(data.edge_index, n, dtype=bool)
-            spec_key = graph_key(data.edge_index, n, self._spectral_params())
-            spec_path = Path(cache_dir) / f"spectral-{spec_key}.pt" if use_cache else None
-            if spec_path is not None and spec_path.is_file():
-                spec = torch.load(spec_path, weights_only=False)
-                self.stats["cache"] = "spectral"
-            else:
-                spec = self._spectral(adj, n)
-                if spec_path is not None:
-                    _save_atomic(spec, spec_path)
-                self.stats["cache"] = "miss"
-            emb = spec["eigenvectors"]
-            labels, centroids = spectral_clusters(emb, c.clusters, seed=self.seed,
-                                                  minibatch=c.kmeans == "minibatch")
-            local = select_centres(emb, labels, rule=c.centre_rule, centroids=centroids)
-            nodes = spec["nodes"]
-            centres = nodes[torch.from_numpy(local)]
-            graph = reconstruct_stars(data.edge_index, n, centres, max_neighbors=c.num_neighbors,
-                                      min_neighbors=c.min_neighbors, max_hops=c.max_hops,
-                                      start_hops=c.start_hops, adj=adj,
-                                      generator=torch.Generator().manual_seed(self.seed))
-            full_labels = torch.full((n,), -1, dtype=torch.long)
-            full_labels[nodes] = torch.from_numpy(labels)
-            stars = {"graph": graph, "labels": full_labels, "spectral": spec["summary"]}
-            if star_path is not None:
-                _save_atomic(stars, star_path)
         graph = stars["graph"]
         node_ids, local_edges, centre_pos = graph.subgraph()
         dev = data.x.device
