@@ -1,10 +1,12 @@
-"""Command line: ``distgcl train CONFIG [--set KEY=VALUE ...] [--out DIR]`` and ``distgcl datasets``.
+"""Command line: ``distgcl train CONFIG [--set KEY=VALUE ...] [--out DIR]``, ``distgcl datasets``
+and ``distgcl generate proteins --scale S --out DIR [--seed N]``.
 
 Examples::
 
     distgcl train configs/quickstart.yaml
     distgcl train configs/cora_grace.yaml --set train.epochs=50 --set train.seed=1 --out runs/cora
     DISTGCL_DATA=../shared/data distgcl datasets
+    distgcl generate proteins --scale 1/16 --out data/proteins-16   # then data.root=data/proteins-16
 
 Bad input (unknown key, wrong type, out-of-range value, unknown dataset, missing files) prints one
 line on stderr and exits with code 2. A diverged run exits with code 1. New knobs belong in the
@@ -32,6 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="output directory (default: runs/<method>-<dataset>-<time>)")
     datasets = sub.add_parser("datasets", help="list datasets and whether their files are present")
     datasets.add_argument("--root", default=None, help="data root (default: $DISTGCL_DATA)")
+    generate = sub.add_parser("generate", help="write a generated dataset in its real on-disk format")
+    generate.add_argument("kind", choices=["proteins"],
+                          help="proteins: ogbn-proteins' shape and OGB raw files, loadable as "
+                               "data.name=ogbn-proteins with data.root=DIR")
+    generate.add_argument("--scale", required=True, metavar="S",
+                          help="fraction of ogbn-proteins' nodes and edges, e.g. 1, 0.25 or 1/16")
+    generate.add_argument("--out", required=True, metavar="DIR",
+                          help="data root to write DIR/ogbn_proteins into")
+    generate.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
     return parser
 
 
@@ -90,10 +101,49 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_scale(text: str) -> float:
+    from fractions import Fraction
+
+    try:
+        value = float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"--scale must be a number or a fraction like 1/16 (got {text!r})") from None
+    if value <= 0:
+        raise ValueError(f"--scale must be > 0 (got {text})")
+    return value
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from distgcl.data import DatasetError
+    from distgcl.data.proteins import DATASET_DIR, MANIFEST, generate_proteins
+
+    try:
+        scale = _parse_scale(args.scale)
+    except ValueError as exc:
+        return _fail(str(exc))
+    existed = (Path(args.out) / DATASET_DIR).exists()
+    start = time.perf_counter()
+    try:
+        path = generate_proteins(args.out, scale, args.seed)
+    except DatasetError as exc:
+        return _fail(str(exc))
+    info = json.loads((path / MANIFEST).read_text())
+    done = "already there" if existed else f"written in {time.perf_counter() - start:.1f} s"
+    print(f"{path}: {info['num_nodes']:,} nodes, {info['num_edges']:,} undirected edges "
+          f"(scale {scale:g}, seed {args.seed}), {done}; "
+          f"load it with data.name=ogbn-proteins data.root={args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return cmd_train(args)
+    if args.command == "generate":
+        return cmd_generate(args)
     return cmd_datasets(args)
 
 

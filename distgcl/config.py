@@ -83,8 +83,12 @@ class DataConfig:
     """Let PyG/OGB download missing raw files (needs network)."""
     normalize_features: bool = False
     """Row-normalize node features (GRACE and E2Neg do; NML-GCL does not)."""
-    proteins_node_features: Literal["mean", "sum"] = "mean"
-    """ogbn-proteins has no node features: aggregate the 8-d edge features per node this way."""
+    proteins_node_features: Literal["sum", "mean", "sum+mean", "sum+mean+species"] = \
+        "sum+mean+species"
+    """ogbn-proteins has no node features: per node, the sum and/or the mean of its edges' 8-d
+    features, optionally with the species one-hot (``distgcl.data.ogb.proteins_node_features``).
+    Default: all three (24 columns); the sum is the literature's recipe, the mean adds the
+    degree-free profile, and the species one-hot is constant inside the held-out species."""
     csbm: CSBMConfig = field(default_factory=CSBMConfig)
 
     def validate(self, prefix: str) -> None:

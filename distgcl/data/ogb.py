@@ -1,17 +1,23 @@
 """OGB node-property datasets through ogb's own ``PygNodePropPredDataset``.
 
-Two fixes are applied here: (1) ogb 1.3.6 calls ``torch.load`` without ``weights_only`` and fails on
-torch >= 2.6, so the PyG storage classes it pickles are allow-listed; (2) the raw files may sit in a
-read-only root, so the dataset directory is mirrored into a writable cache with symlinks and
-processed there.
+Three fixes are applied here: (1) ogb 1.3.6 calls ``torch.load`` without ``weights_only`` and fails
+on torch >= 2.6, so the PyG storage classes it pickles are allow-listed; (2) the raw files may sit in
+a read-only root, so the dataset directory is mirrored into a writable cache with symlinks and
+processed there; (3) the mirror remembers the raw files' sizes and times, and drops the processed
+file when they change (a dataset regenerated in the same folder would otherwise load stale).
+
+ogbn-proteins has no node features; :func:`proteins_node_features` aggregates the edge features.
 """
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import torch
+from torch import Tensor
 from torch_geometric.data import Data
-from torch_geometric.utils import scatter, to_undirected
+from torch_geometric.utils import to_undirected
 
 from distgcl.data.splits import index_to_mask
 
@@ -46,9 +52,66 @@ def ogb_dir(name: str) -> str:
     return name.replace("-", "_")
 
 
-def _mirror(source: Path, cache: Path) -> None:
-    """Symlink the raw/split folders and the release marker into a writable directory."""
+PROTEINS_NODE_FEATURES = ("sum", "mean", "sum+mean", "sum+mean+species")
+
+
+def proteins_node_features(edge_index: Tensor, edge_attr: Tensor, num_nodes: int,
+                           node_species: Tensor | None = None,
+                           how: str = "sum+mean+species") -> Tensor:
+    r"""Node features of ogbn-proteins from its edge features, as ``how`` lists them:
+
+    .. math::
+        \mathrm{sum}_i = \sum_{(j, i) \in E} e_{ji}, \qquad
+        \mathrm{mean}_i = \mathrm{sum}_i / \max(1, \deg_i), \qquad
+        \mathrm{species}_i = \mathrm{onehot}(s_i),
+
+    concatenated in the order ``sum``, ``mean``, ``species`` (one column per species present, in
+    increasing taxonomy id). Edges are directed as stored (ogb stores both directions), so a node
+    aggregates every edge it belongs to once.
+
+    Args:
+        edge_index (Tensor): :math:`(2, E)`.
+        edge_attr (Tensor): :math:`(E, F)` edge features.
+        num_nodes (int): :math:`N`.
+        node_species (Tensor, optional): :math:`(N)` or :math:`(N, 1)` species ids (needed for
+            ``species``).
+        how (str, optional): one of :obj:`PROTEINS_NODE_FEATURES` (default: ``sum+mean+species``).
+
+    Shapes: output :math:`(N, F)` (``sum``, ``mean``), :math:`(N, 2F)`, or :math:`(N, 2F + S)`.
+
+    Memory: one :math:`(N, F)` sum and a degree vector beyond the inputs (the edge features are
+    added in place into the sum, never copied or gathered per edge).
+    """
+    if how not in PROTEINS_NODE_FEATURES:
+        raise ValueError(f"unknown proteins node features {how!r}; known: "
+                         f"{', '.join(PROTEINS_NODE_FEATURES)}")
+    target = edge_index[1]
+    total = torch.zeros(num_nodes, edge_attr.size(1), dtype=torch.float32)
+    total.index_add_(0, target, edge_attr.float())
+    degree = torch.bincount(target, minlength=num_nodes).clamp_min(1).unsqueeze(1)
+    parts = {"sum": total, "mean": total / degree}
+    if "species" in how:
+        if node_species is None:
+            raise ValueError("species features need node_species")
+        species = node_species.view(-1)
+        ids, which = torch.unique(species, sorted=True, return_inverse=True)
+        parts["species"] = torch.nn.functional.one_hot(which, ids.numel()).float()
+    return torch.cat([parts[p] for p in how.split("+")], dim=1)
+
+
+def _fingerprint(source: Path, name: str) -> list:
+    files = [source / f for f in OGB_RAW_FILES[name]]
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
+
+
+def _mirror(source: Path, cache: Path, name: str) -> None:
+    """Symlink the raw/split folders and the release marker into a writable directory; drop the
+    processed file if the raw files changed since it was made."""
     cache.mkdir(parents=True, exist_ok=True)
+    stamp, current = cache / "source-files.json", _fingerprint(source, name)
+    if not stamp.is_file() or json.loads(stamp.read_text()) != current:
+        shutil.rmtree(cache / "processed", ignore_errors=True)
+        stamp.write_text(json.dumps(current))
     for entry in ("raw", "split"):
         link = cache / entry
         if not link.exists():
@@ -60,14 +123,14 @@ def _mirror(source: Path, cache: Path) -> None:
 
 
 def load_ogb(name: str, source_root: Path, cache_root: Path, *, download: bool,
-             proteins_node_features: str = "mean") -> tuple[Data, int, bool]:
+             node_features: str = "sum+mean+species") -> tuple[Data, int, bool]:
     """Load ``ogbn-proteins`` / ``ogbn-arxiv`` as (data with masks, num_classes or tasks, multilabel)."""
     from ogb.nodeproppred import PygNodePropPredDataset
 
     allow_pyg_pickles()
     source = source_root / ogb_dir(name)
     if source.is_dir():
-        _mirror(source, cache_root / ogb_dir(name))
+        _mirror(source, cache_root / ogb_dir(name), name)
         root = cache_root
     elif download:
         root = cache_root
@@ -78,10 +141,9 @@ def load_ogb(name: str, source_root: Path, cache_root: Path, *, download: bool,
     data = dataset[0]
     n = data.num_nodes
     if name == "ogbn-proteins":
-        # No node features: aggregate the 8-d edge features of each node's edges (OGB recipe).
-        data.x = scatter(data.edge_attr, data.edge_index[1], dim=0, dim_size=n,
-                         reduce=proteins_node_features)
-        out = Data(x=data.x, edge_index=data.edge_index, y=data.y.float(), num_nodes=n)
+        x = proteins_node_features(data.edge_index, data.edge_attr, n, data.node_species,
+                                   node_features)
+        out = Data(x=x, edge_index=data.edge_index, y=data.y.float(), num_nodes=n)
         num_out, multilabel = int(data.y.size(1)), True
     else:
         out = Data(x=data.x, edge_index=to_undirected(data.edge_index, num_nodes=n),

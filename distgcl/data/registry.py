@@ -175,7 +175,7 @@ def _load_file(path: str | None) -> Data:
 def load_dataset(name: str, root: str | Path | None = None, *, cache: str | Path | None = None,
                  download: bool = False, normalize_features: bool = False,
                  path: str | None = None, seed: int = 0, csbm: object | None = None,
-                 proteins_node_features: str = "mean") -> GraphDataset:
+                 proteins_node_features: str = "sum+mean+species") -> GraphDataset:
     """Load dataset ``name`` (see ``distgcl datasets``) as a :class:`GraphDataset`.
 
     Raises:
@@ -206,7 +206,7 @@ def load_dataset(name: str, root: str | Path | None = None, *, cache: str | Path
 
         data, num_classes, multilabel = load_ogb(
             name, root_path, _cache_dir(cache_path, root_path), download=download,
-            proteins_node_features=proteins_node_features)
+            node_features=proteins_node_features)
         split = "species" if name == "ogbn-proteins" else "time"
     elif spec.family == "generated":
         from distgcl.config import CSBMConfig
