@@ -66,6 +66,8 @@ SPLIT_NODES = {"train": 86_619, "valid": 21_236, "test": 24_679}
 TRAIN_SPECIES_SHARES = (0.26, 0.21, 0.17, 0.14, 0.12, 0.10)
 # NCBI taxonomy ids of eight STRING model organisms; the last two are the valid and test species.
 SPECIES_IDS = (3702, 4932, 6239, 7227, 7955, 511145, 10090, 9606)
+# below it the edges would fill more than half of all node pairs
+MIN_SCALE = 4 * PROTEINS_UNDIRECTED_EDGES / PROTEINS_NODES ** 2
 GENERATOR = "distgcl.data.proteins"
 GENERATOR_VERSION = 1
 MANIFEST = "distgcl_generated.json"
@@ -142,7 +144,8 @@ def _draw_nodes(num_nodes: int, model: ProteinsModel, seed: int) -> _Nodes:
 
 
 class _PairSampler:
-    """Draws node pairs by the edge model as sorted int64 keys ``min * N + max`` (no self-loops)."""
+    """Draws node pairs by the edge model as int64 keys ``min * N + max`` (no self-loops; repeats
+    possible)."""
 
     def __init__(self, nodes: _Nodes, model: ProteinsModel) -> None:
         self.n = nodes.theta.size
@@ -192,12 +195,25 @@ class _PairSampler:
                 v = self._pick(*whole, rng)
         keep = u != v
         u, v = u[keep], v[keep]
-        return np.unique(np.minimum(u, v) * n + np.maximum(u, v))
+        return np.minimum(u, v) * n + np.maximum(u, v)
+
+
+def _sorted_unique(buf: np.ndarray) -> np.ndarray:
+    """Distinct values of ``buf``, sorted; sorts ``buf`` in place (np.unique would copy it)."""
+    buf.sort()
+    first = np.empty(buf.size, dtype=bool)
+    first[:1] = True
+    np.not_equal(buf[1:], buf[:-1], out=first[1:])
+    return buf[first]
 
 
 def _draw_edges(nodes: _Nodes, num_edges: int, model: ProteinsModel, seed: int,
                 chunk: int, progress: bool) -> tuple[np.ndarray, list[dict]]:
-    """Exactly ``num_edges`` distinct pairs as sorted keys, and a log of the rounds."""
+    """Exactly ``num_edges`` distinct pairs as sorted keys, and a log of the rounds.
+
+    Memory: the keys (8 bytes per edge) and one round of candidates (about as many again in the
+    first round); the final merge holds the old and the new key array (2 x 8 bytes per edge).
+    """
     sampler = _PairSampler(nodes, model)
     keys = np.empty(0, dtype=np.int64)
     rounds: list[dict] = []
@@ -214,22 +230,37 @@ def _draw_edges(nodes: _Nodes, num_edges: int, model: ProteinsModel, seed: int,
             mode = "anywhere" if mode == "structured" else "uniform"
             mode_rounds = 0
         wanted = min(int(deficit / max(expected_yield, 0.05) * 1.02) + 64, 2 * num_edges + 64)
-        parts = [sampler.draw(min(chunk, wanted - start), mode, _rng(seed, 1, r, i))
-                 for i, start in enumerate(range(0, wanted, chunk))]
-        cand = np.unique(np.concatenate(parts))
-        del parts
+        buf, filled = np.empty(wanted, dtype=np.int64), 0
+        for i, start in enumerate(range(0, wanted, chunk)):
+            part = sampler.draw(min(chunk, wanted - start), mode, _rng(seed, 1, r, i))
+            buf[filled:filled + part.size] = part
+            filled += part.size
+        cand = _sorted_unique(buf[:filled])
+        del buf
         if keys.size:
             at = np.searchsorted(keys, cand)
-            seen = keys[np.minimum(at, keys.size - 1)] == cand
-            cand = cand[~seen]
+            cand = cand[keys[np.minimum(at, keys.size - 1)] != cand]
+            del at
         expected_yield = max(cand.size / wanted, 1e-3)
-        if cand.size > deficit:  # keep a seeded random subset, not the smallest keys
-            cand = np.sort(_rng(seed, 2, r).choice(cand, deficit, replace=False))
-        keys = np.concatenate([keys, cand])
-        keys.sort(kind="stable")  # two sorted runs: timsort merges them in linear time
+        if cand.size > deficit:  # keep a seeded random subset (not the smallest keys), in order
+            excess = cand.size - deficit
+            pick = np.zeros(cand.size, dtype=bool) if excess > deficit else None
+            rng = _rng(seed, 2, r)
+            if pick is None:
+                pick = np.ones(cand.size, dtype=bool)
+                pick[rng.choice(cand.size, excess, replace=False)] = False
+            else:
+                pick[rng.choice(cand.size, deficit, replace=False)] = True
+            cand = cand[pick]
+            del pick
+        merged = np.concatenate([keys, cand])
+        del keys
+        merged.sort(kind="stable")  # two sorted runs: timsort merges them in linear time
+        keys = merged
         rounds.append({"mode": mode, "drawn": wanted, "accepted": int(cand.size)})
         bar.update(cand.size)
         mode_rounds += 1
+        del cand
     bar.close()
     if keys.size < num_edges:
         raise DatasetError(f"cannot place {num_edges} distinct edges on {nodes.theta.size} nodes "
@@ -304,7 +335,7 @@ def _remove_dead_temporaries(out: Path) -> None:
 def generate_proteins(out: str | Path, scale: float = 1.0, seed: int = 0, *,
                       num_nodes: int | None = None, num_edges: int | None = None,
                       model: ProteinsModel = ProteinsModel(), progress: bool = True,
-                      chunk_edges: int = 2_000_000) -> Path:
+                      chunk_edges: int = 1_000_000) -> Path:
     r"""Write ``<out>/ogbn_proteins`` with ogbn-proteins' shape at ``scale`` (module docstring).
 
     Args:
@@ -315,7 +346,7 @@ def generate_proteins(out: str | Path, scale: float = 1.0, seed: int = 0, *,
         num_edges (int, optional): override the undirected edge count :math:`M`.
         model (ProteinsModel, optional): generator parameters.
         progress (bool, optional): show tqdm bars (default: ``True``).
-        chunk_edges (int, optional): edges per drawing / writing chunk (default: 2 M; part of the
+        chunk_edges (int, optional): edges per drawing / writing chunk (default: 1 M; part of the
             seeded stream, so it changes the output).
 
     Returns:
@@ -332,8 +363,10 @@ def generate_proteins(out: str | Path, scale: float = 1.0, seed: int = 0, *,
     if n < 64:
         raise DatasetError(f"need at least 64 nodes (scale {scale} gives {n})")
     if m < 1 or m > n * (n - 1) // 4:
+        hint = (f"; mean degree 597 needs scale >= {MIN_SCALE:.3f}"
+                if num_nodes is None and num_edges is None else "")
         raise DatasetError(f"{m} undirected edges on {n} nodes: need 1 <= edges <= "
-                           f"{n * (n - 1) // 4} (half of all pairs)")
+                           f"{n * (n - 1) // 4} (half of all pairs){hint}")
     out = Path(out)
     final = out / DATASET_DIR
     expected = _manifest(float(scale), int(seed), n, m, model)

@@ -47,7 +47,8 @@ def test_random_split_datasets_are_seeded(shared_data: Path, cache_dir: Path) ->
 
 def test_fabricated_ogbn_proteins_goes_through_ogb(tmp_path: Path) -> None:
     fabricate_ogbn_proteins(tmp_path / "ogb", num_nodes=200, num_edges=900)
-    ds = load_dataset("ogbn-proteins", tmp_path / "ogb", cache=tmp_path / "cache")
+    ds = load_dataset("ogbn-proteins", tmp_path / "ogb", cache=tmp_path / "cache",
+                      proteins_node_features="mean")
     d = ds.data
     assert ds.multilabel and ds.num_classes == 112 and d.y.shape == (200, 112)
     assert ds.split == "species"
@@ -65,7 +66,8 @@ def test_fabricated_ogbn_proteins_goes_through_ogb(tmp_path: Path) -> None:
     expected = scatter(torch.cat([feats, feats]), dst, dim=0, dim_size=200, reduce="mean")
     assert torch.allclose(d.x, expected, atol=1e-5)
     # second load hits the processed cache
-    again = load_dataset("ogbn-proteins", tmp_path / "ogb", cache=tmp_path / "cache")
+    again = load_dataset("ogbn-proteins", tmp_path / "ogb", cache=tmp_path / "cache",
+                         proteins_node_features="mean")
     assert again.data.edge_index.equal(d.edge_index)
 
 
