@@ -1,9 +1,11 @@
-"""Command line: ``distgcl train CONFIG [--set KEY=VALUE ...] [--out DIR]`` and ``distgcl datasets``.
+"""Command line: ``distgcl train CONFIG [--set KEY=VALUE ...] [--out DIR]``, ``distgcl embed RUN_DIR
+[--graph PATH] [--out FILE]`` and ``distgcl datasets``.
 
 Examples::
 
     distgcl train configs/quickstart.yaml
     distgcl train configs/cora_grace.yaml --set train.epochs=50 --set train.seed=1 --out runs/cora
+    distgcl embed runs/cora --graph new_graph.pt --out new_graph_embeddings.npy
     DISTGCL_DATA=../shared/data distgcl datasets
 
 Bad input (unknown key, wrong type, out-of-range value, unknown dataset, missing files) prints one
@@ -30,6 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="KEY=VALUE", help="override a config value, e.g. train.epochs=5")
     train.add_argument("--out", default=None, metavar="DIR",
                        help="output directory (default: runs/<method>-<dataset>-<time>)")
+    embed = sub.add_parser("embed", help="embed a graph with the trained encoder of a run")
+    embed.add_argument("run_dir", metavar="RUN_DIR", help="the --out folder of a distgcl train run")
+    embed.add_argument("--graph", default=None, metavar="PATH",
+                       help="torch.save'd PyG Data with x and edge_index, same feature width as "
+                            "the training graph (default: the run's training graph)")
+    embed.add_argument("--out", default=None, metavar="FILE",
+                       help="where to write the embeddings: .pt (torch) or .npy (numpy) "
+                            "(default: RUN_DIR/embeddings-<graph>.pt)")
     datasets = sub.add_parser("datasets", help="list datasets and whether their files are present")
     datasets.add_argument("--root", default=None, help="data root (default: $DISTGCL_DATA)")
     return parser
@@ -59,16 +69,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as exc:
         return _fail(f"training diverged: {exc}", EXIT_FAILED)
     m = result["metrics"]
-    if "accuracy_mean" in m:
+    if "linear_probe" in m.get("skipped", {}):
+        line = f"linear probe skipped: {m['skipped']['linear_probe']}"
+    elif "accuracy_mean" in m:
         line = f"linear-probe accuracy: {m['accuracy_mean']:.2f} ± {m['accuracy_std']:.2f}"
         if "nmi" in m:
             line += f" | NMI {m['nmi']:.4f} ARI {m['ari']:.4f} FMI {m['fmi']:.4f}"
     else:
         line = f"linear-probe ROC-AUC: {m['rocauc_mean']:.2f} ± {m['rocauc_std']:.2f}"
-    seeds = result["config"]["eval"]["probe_seeds"]
-    print(f"{result['method']} on {result['dataset']}: {line} ({seeds} probe seeds)")
+    if "linear_probe" not in m.get("skipped", {}):
+        line += f" ({result['config']['eval']['probe_seeds']} probe seeds)"
+    print(f"{result['method']} on {result['dataset']}: {line}")
     print(f"{result['timing']['seconds_per_epoch']:.3f} s/epoch, "
           f"peak RSS {result['memory']['peak_rss_mb']:.0f} MB; results in {out}/result.json")
+    files = result.get("outputs", {}).get("embeddings")
+    if files:
+        shape = "x".join(str(v) for v in result["outputs"]["embedding_shape"])
+        print(f"embeddings ({shape}): {', '.join(f'{out}/{f}' for f in files)}; "
+              f"encoder: {out}/encoder.pt")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from distgcl.config import ConfigError
+    from distgcl.data import DatasetError
+    from distgcl.export import ExportError, embed_graph
+
+    try:
+        path, z = embed_graph(args.run_dir, args.graph, args.out)
+    except (ExportError, DatasetError, ConfigError) as exc:
+        return _fail(str(exc))
+    print(f"embedded {z.size(0)} nodes ({z.size(1)} dims) with the encoder of {args.run_dir}: "
+          f"{path}")
     return 0
 
 
@@ -94,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return cmd_train(args)
+    if args.command == "embed":
+        return cmd_embed(args)
     return cmd_datasets(args)
 
 

@@ -7,7 +7,10 @@ directory (rank 0 only):
 
 - ``metrics.jsonl``: one line per epoch (``epoch``, ``loss``, ``seconds``, method stats; summed
   over ranks), each epoch exactly once, also across resumes,
-- ``result.json``: method, dataset, seed, resolved config, metrics, timing, memory, world size,
+- ``result.json``: method, dataset, seed, resolved config, metrics (``metrics["skipped"]``: what
+  was not computed and why, e.g. no labels), timing, memory, world size, outputs,
+- ``embeddings.pt`` (float32 ``[N, d]``; ``.npy`` too on request) and ``encoder.pt`` (the trained
+  encoder and what rebuilds it; ``distgcl embed`` reads it): :mod:`distgcl.export`,
 - ``training_curve.png``: loss and seconds per epoch,
 - checkpoints every ``train.checkpoint_every`` optimizer steps (``<out>/checkpoints/step-N``, or
   ``{storage}/{run}/step-N`` under Ray): a rerun with the same directory resumes from the newest
@@ -32,6 +35,8 @@ from distgcl.checkpoint import atomic_torch_save, atomic_write_text
 from distgcl.config import Config
 from distgcl.data import GraphDataset, default_cache, load_from_config
 from distgcl.eval import clustering_scores, linear_probe, normalize_embeddings
+from distgcl.export import (EMBEDDINGS_FILE, ENCODER_FILE, node_embeddings, save_embeddings,
+                            save_encoder)
 from distgcl.memory import PhasePeak, peak_rss_mb
 from distgcl.methods import GraphInfo, Method, TrainingDiverged, build_method
 from distgcl.runtime import Runtime
@@ -63,14 +68,38 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def write_outputs(method: Method, dataset: GraphDataset, config: Config, out: Path | None,
+                  progress: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The run's product, computed and written once (by the chief): ``embeddings.pt`` (float32
+    ``[N, d]``, + ``.npy`` with ``eval.save_embeddings_npy``) and ``encoder.pt``
+    (:mod:`distgcl.export`). Returns the embeddings and what ``result.json`` records of them."""
+    e, data = config.eval, dataset.data
+    z = node_embeddings(method.encoder, data, e.embed_batch_size,
+                        progress and 0 < e.embed_batch_size < data.num_nodes)
+    outputs: dict[str, Any] = {"embedding_shape": list(z.shape)}
+    if out is not None:
+        save_encoder(out / ENCODER_FILE, method.encoder, config.to_dict(), dataset=dataset.name,
+                     num_nodes=data.num_nodes)
+        outputs["encoder"] = ENCODER_FILE
+        if e.save_embeddings:
+            written = save_embeddings(z, out / EMBEDDINGS_FILE, npy=e.save_embeddings_npy)
+            outputs["embeddings"] = [p.name for p in written]
+    return z, outputs
+
+
 def evaluate(method: Method, dataset: GraphDataset, config: Config,
-             out: Path | None = None) -> dict[str, Any]:
-    """Linear probe over ``eval.probe_seeds`` seeds, plus clustering for single-label data."""
+             z: torch.Tensor) -> dict[str, Any]:
+    """Linear probe over ``eval.probe_seeds`` seeds, plus clustering for single-label data, on
+    the embeddings ``z`` (those written to ``embeddings.pt``). ``metrics["skipped"]`` names each
+    metric not computed and why (a label-free graph skips both, saying so in one line)."""
     e = config.eval
     data = dataset.data
-    z = method.embed(data).detach().cpu()
-    if out is not None and e.save_embeddings:
-        torch.save(z, out / "embeddings.pt")
+    if not dataset.has_labels:
+        reason = "the graph has no labels (data.y)"
+        print(f"distgcl: {dataset.name}: {reason}: linear probe and clustering skipped; "
+              f"the embeddings are the result", flush=True)
+        return {"skipped": {"linear_probe": reason, "clustering": reason}}
+    skipped: dict[str, str] = {}
     splits = [dataset.split_masks(config.train.seed * 1000 + s) for s in range(e.probe_seeds)]
     probe = linear_probe(normalize_embeddings(z, e.normalize), data.y.cpu(), splits,
                          epochs=e.probe_epochs, lr=e.probe_lr, weight_decay=e.probe_weight_decay,
@@ -79,14 +108,18 @@ def evaluate(method: Method, dataset: GraphDataset, config: Config,
     metrics: dict[str, Any] = {}
     if dataset.multilabel:
         metrics.update(rocauc_mean=probe.mean, rocauc_std=probe.std, rocauc_per_seed=probe.scores)
+        skipped["clustering"] = "multi-label data (k-means needs one class per node)"
     else:
         metrics.update(accuracy_mean=probe.mean, accuracy_std=probe.std,
                        accuracy_per_seed=probe.scores)
         if e.clustering:
             metrics.update(clustering_scores(z, data.y.cpu(), dataset.num_classes,
                                              e.clustering_runs, seed=config.train.seed))
+        else:
+            skipped["clustering"] = "eval.clustering is false"
         if hasattr(method, "false_negative_diagnostic"):
             metrics["false_negative"] = method.false_negative_diagnostic(data)
+    metrics["skipped"] = skipped
     return metrics
 
 
@@ -295,7 +328,8 @@ def run_training(config: Config, out_dir: str | Path | None = None,
     result: dict[str, Any] = {}
     if chief:
         eval_start = time.perf_counter()
-        metrics = evaluate(method, dataset, config, out)
+        z, outputs = write_outputs(method, dataset, config, out, progress=t.progress)
+        metrics = evaluate(method, dataset, config, z)
         eval_seconds = time.perf_counter() - eval_start
         epoch_seconds = sum(r["seconds"] for r in records)
         result = {
@@ -315,6 +349,7 @@ def run_training(config: Config, out_dir: str | Path | None = None,
                            "anchors_per_second": sum(r["anchors_per_second"] or 0.0
                                                      for r in info_by_rank)},
             "epochs_run": len(records),
+            "outputs": outputs,
             **runtime.worker_info(),
         }
         if hasattr(method, "describe"):  # method-specific statistics (E2Neg: centres, purity)

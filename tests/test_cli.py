@@ -116,4 +116,5 @@ def test_cli_flag_set_is_pinned() -> None:
     flags = {name: sorted(o for a in p._actions for o in a.option_strings)
              for name, p in sub.choices.items()}
     assert flags == {"train": ["--help", "--out", "--set", "-h"],
+                     "embed": ["--graph", "--help", "--out", "-h"],
                      "datasets": ["--help", "--root", "-h"]}
