@@ -121,7 +121,7 @@ class LoadedEncoder:
 
     encoder: GCNEncoder
     meta: dict[str, Any]
-    """Everything of ``encoder.pt`` but the weights (``hparams``, ``preprocessing``, ``config``...)."""
+    """Everything of ``encoder.pt`` but the weights (``hparams``, ``preprocessing``, ``config``)."""
     run_dir: Path
 
     @property

@@ -93,8 +93,8 @@ class GCNEncoder(nn.Module):
         :math:`\hat{\mathbf{A}}(\mathbf{H}\boldsymbol{\Theta}) + b` (torch CSR), for
         evaluation and export: same result up to float rounding without PyG's :math:`(E, d)`
         per-edge message buffer, so peak memory is :math:`O(N (F + 2d) + E)` instead of
-        :math:`O(E d)` (1.8 GB for PubMed at :math:`d = 4096`; 80 GB for ogbn-proteins at
-        :math:`d = 256`), and never anything :math:`N \times N`.
+        :math:`O(E d)` (1.8 GB for PubMed at :math:`d = 4096`), and never anything
+        :math:`N \times N`.
 
         Args:
             batch_size (int, optional): target rows per sparse product (``0``: all at once).
