@@ -214,8 +214,8 @@ class DistConfig:
     """Worker failures Ray Train recovers from (all workers restart from the last checkpoint);
     -1: unlimited."""
     checkpoint_every: int | None = None
-    """Checkpoint every N optimizer steps (default: ``train.checkpoint_every`` if set, else once
-    per epoch)."""
+    """Checkpoint every N optimizer steps (default: ``train.checkpoint_every`` if set, else
+    about 20 checkpoints over the run)."""
     keep_checkpoints: int = 2
     """Complete checkpoints kept (>= 2: the newest may be damaged)."""
     address: str | None = None

@@ -145,6 +145,40 @@ def plot_curve(records: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def checkpoint_interval(config: Config, world_size: int, total_steps: int) -> int:
+    """Optimizer steps between checkpoints (0: none). A distributed run always keeps a
+    resumable state: ``dist.checkpoint_every``, else ``train.checkpoint_every``, else about 20
+    checkpoints over the run (each one is a ``ray.train.report`` barrier)."""
+    if world_size > 1 or config.dist.num_workers is not None:
+        every = config.dist.checkpoint_every or config.train.checkpoint_every
+        return every or max(1, -(-total_steps // 20))
+    return config.train.checkpoint_every
+
+
+class _LineBar(tqdm):
+    """tqdm that prints whole lines (a Ray worker's output is forwarded line by line, so the
+    usual carriage-return updates would arrive as one line at the end)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs, mininterval=10.0, ascii=True)
+
+    _last = ""
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        line = (self.__str__() if msg is None else msg).strip()
+        if line and line != self._last:
+            print(line, flush=True)
+            self._last = line
+        return True
+
+
+def progress_bar(total: int, initial: int, desc: str, *, enabled: bool, lines: bool) -> tqdm:
+    if lines and enabled:
+        return _LineBar(total=total, initial=initial, desc=desc, unit="step")
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled,
+                dynamic_ncols=True, mininterval=1.0, unit="step")
+
+
 def _fail_points(rank: int) -> set[int]:
     """Global steps after which this rank must exit once (``DISTGCL_FAIL_AT``)."""
     out = set()
@@ -226,10 +260,7 @@ def run_training(config: Config, out_dir: str | Path | None = None,
     prepare_seconds = time.perf_counter() - prep_start
 
     steps_per_epoch = method.steps_per_epoch(data)
-    every = config.dist.checkpoint_every if runtime.world_size > 1 and \
-        config.dist.checkpoint_every else t.checkpoint_every
-    if runtime.world_size > 1 and not every:
-        every = steps_per_epoch  # a distributed run always keeps a resumable state
+    every = checkpoint_interval(config, runtime.world_size, t.epochs * steps_per_epoch)
     records: list[dict[str, Any]] = []
     start_epoch, start_step, global_step = 1, 0, 0
     partial = _empty_partial()
@@ -257,9 +288,8 @@ def run_training(config: Config, out_dir: str | Path | None = None,
     snapshot = _Snapshot(method)
     fail_points = _fail_points(runtime.rank)
     total_steps = t.epochs * steps_per_epoch
-    bar = tqdm(total=total_steps, initial=global_step, desc=f"{method.name}/{dataset.name}",
-               disable=not (t.progress and chief), dynamic_ncols=True, mininterval=1.0,
-               unit="step")
+    bar = progress_bar(total_steps, global_step, f"{method.name}/{dataset.name}",
+                       enabled=t.progress and chief, lines=runtime.world_size > 1)
     anchors_done, train_seconds = 0.0, 0.0
     training_memory = PhasePeak().start()
     for epoch in range(start_epoch, t.epochs + 1):
@@ -313,7 +343,7 @@ def run_training(config: Config, out_dir: str | Path | None = None,
         if metrics_path is not None and chief:
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
-        bar.set_postfix(epoch=epoch, loss=f"{record['loss']:.4f}")
+        bar.set_postfix(epoch=epoch, loss=f"{record['loss']:.4f}", refresh=False)
         if due:  # the epoch's last step was a checkpoint step: save it with the epoch's record
             _checkpoint(runtime, method, config, global_step, epoch, step_in_epoch,
                         _empty_partial(), records)
