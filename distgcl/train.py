@@ -44,6 +44,8 @@ from distgcl.work import Work
 
 FAIL_AT_ENV = "DISTGCL_FAIL_AT"
 """Test switch: ``rank:step[,rank:step...]`` makes that rank exit once after that global step."""
+STEP_DELAY_ENV = "DISTGCL_STEP_DELAY"
+"""Test/demo switch: sleep this many seconds after every step (a window to kill a process in)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -287,6 +289,7 @@ def run_training(config: Config, out_dir: str | Path | None = None,
         atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in records))
     snapshot = _Snapshot(method)
     fail_points = _fail_points(runtime.rank)
+    step_delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
     total_steps = t.epochs * steps_per_epoch
     bar = progress_bar(total_steps, global_step, f"{method.name}/{dataset.name}",
                        enabled=t.progress and chief, lines=runtime.world_size > 1)
@@ -303,6 +306,8 @@ def run_training(config: Config, out_dir: str | Path | None = None,
         try:
             for batch in method.batches(data, epoch, start_step=first):
                 stats = method.training_step(batch)
+                if step_delay:
+                    time.sleep(step_delay)
                 for key, value in stats.items():
                     partial["sums"][key] = partial["sums"].get(key, 0.0) + value
                 partial["steps"] += 1

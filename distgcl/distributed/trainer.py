@@ -13,7 +13,7 @@ launches and collects: it builds ``ScalingConfig`` / ``RunConfig(storage_path, n
   job started again with the same ``(storage_path, run_name)`` resumes (Train V2: no
   ``TorchTrainer.restore``).
 
-Run directory ``{storage_path}/{run_name}``: ``step-N/`` checkpoints, ``metrics.jsonl``,
+Run directory ``{storage_path}/{run_name}``: ``step-N-<session>/`` checkpoints, ``metrics.jsonl``,
 ``result.json``, ``training_curve.png``, ``workers/rank-R.pid`` (each rank's current pid).
 
 ``ray.train.report`` is a barrier that waits for the controller's poll, every 2 s by default:
@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,9 @@ class RayTrainRuntime(Runtime):
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         super().__init__(run_dir, ray.train.torch.get_device(), keep_checkpoints)
+        # one id per worker-group start, agreed by all ranks: checkpoint folders written after
+        # a resume never reuse a path Ray already tracks (its retention deletes by path)
+        self.session = self.all_gather_object(f"{time.time_ns():x}"[-8:])[0]
         pid_dir = run_dir / "workers"
         pid_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(pid_dir / f"rank-{self.rank}.pid", str(os.getpid()))
@@ -92,7 +96,7 @@ class RayTrainRuntime(Runtime):
     def save_checkpoint(self, step: int, state: dict[str, Any], metrics: dict[str, Any]) -> None:
         import ray.train
 
-        name = f"step-{step}"
+        name = f"step-{step}-{self.session}"
         if not self.is_chief:
             ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
             return
