@@ -15,6 +15,9 @@ directory (rank 0 only):
 - checkpoints every ``train.checkpoint_every`` optimizer steps (``<out>/checkpoints/step-N``, or
   ``{storage}/{run}/step-N`` under Ray): a rerun with the same directory resumes from the newest
   intact one and reproduces the uninterrupted run exactly on CPU (mid-epoch too),
+- ``progress.json``: a heartbeat ``{"global_step", "epoch", "time"}`` refreshed at most once a
+  second, and ``resumes.jsonl``: one line per resume (the step it resumed from, when the
+  checkpoint was loaded and when the first new step finished),
 - ``last_good.pt`` if the loss diverged (a recent state before the bad step).
 """
 from __future__ import annotations
@@ -220,6 +223,28 @@ class _Snapshot:
         self.cost = self.taken - now
 
 
+class _Heartbeat:
+    """The chief's ``progress.json`` (at most once a second) and ``resumes.jsonl``."""
+
+    def __init__(self, run_dir: Path | None) -> None:
+        self.run_dir, self.last = run_dir, 0.0
+
+    def beat(self, global_step: int, epoch: int) -> None:
+        now = time.time()
+        if self.run_dir is None or now - self.last < 1.0:
+            return
+        self.last = now
+        atomic_write_text(self.run_dir / "progress.json", json.dumps(
+            {"global_step": global_step, "epoch": epoch, "time": now}) + "\n")
+
+    def resumed(self, info: dict[str, Any], global_step: int) -> None:
+        if self.run_dir is None:
+            return
+        with (self.run_dir / "resumes.jsonl").open("a") as fh:
+            fh.write(json.dumps({**info, "first_step": global_step,
+                                 "first_step_done": time.time(), "pid": os.getpid()}) + "\n")
+
+
 def _load_dataset(config: Config, runtime: Runtime) -> GraphDataset:
     # rank 0 first: it processes the raw files into the cache the others then read
     return runtime.chief_first(lambda: load_from_config(config.data, seed=config.train.seed))
@@ -294,6 +319,8 @@ def run_training(config: Config, out_dir: str | Path | None = None,
     bar = progress_bar(total_steps, global_step, f"{method.name}/{dataset.name}",
                        enabled=t.progress and chief, lines=runtime.world_size > 1)
     anchors_done, train_seconds = 0.0, 0.0
+    heartbeat = _Heartbeat(out if chief else None)
+    resumed = {"from_step": global_step, "loaded": time.time()} if state is not None else None
     training_memory = PhasePeak().start()
     for epoch in range(start_epoch, t.epochs + 1):
         first = start_step if epoch == start_epoch else 0
@@ -315,6 +342,10 @@ def run_training(config: Config, out_dir: str | Path | None = None,
                 global_step += 1
                 anchors_done += stats.get("anchors", 0.0)
                 bar.update(1)
+                heartbeat.beat(global_step, epoch)
+                if resumed is not None:
+                    heartbeat.resumed(resumed, global_step)
+                    resumed = None
                 due = bool(every) and global_step % every == 0
                 if due and step_in_epoch < steps_per_epoch:  # mid-epoch checkpoint
                     now = time.perf_counter()
