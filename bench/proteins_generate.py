@@ -98,7 +98,7 @@ def main() -> None:
         "light work shared the 2 cores, so wall seconds are noisy (cpu_seconds less so). "
         "edges = directed edges after ogb adds the inverses. load = first load_dataset: ogb "
         "1.3.6 PygNodePropPredDataset processing (pandas read_csv of the gzip CSVs, inverse "
-        "edges, torch.save) + distgcl's node features (sum+mean+species); load_cached = a "
+        "edges, torch.save) + distgcl's default node features at the time of the run (see node_features, the column count); load_cached = a "
         "second load from ogb's processed file. peak_rss_mb includes the interpreter, torch and "
         "PyG (about 390 MB). Generator parameters: distgcl.data.proteins.ProteinsModel defaults."))
 

@@ -57,7 +57,7 @@ PROTEINS_NODE_FEATURES = ("sum", "mean", "sum+mean", "sum+mean+species")
 
 def proteins_node_features(edge_index: Tensor, edge_attr: Tensor, num_nodes: int,
                            node_species: Tensor | None = None,
-                           how: str = "sum+mean+species") -> Tensor:
+                           how: str = "sum+mean") -> Tensor:
     r"""Node features of ogbn-proteins from its edge features, as ``how`` lists them:
 
     .. math::
@@ -75,7 +75,8 @@ def proteins_node_features(edge_index: Tensor, edge_attr: Tensor, num_nodes: int
         num_nodes (int): :math:`N`.
         node_species (Tensor, optional): :math:`(N)` or :math:`(N, 1)` species ids (needed for
             ``species``).
-        how (str, optional): one of :obj:`PROTEINS_NODE_FEATURES` (default: ``sum+mean+species``).
+        how (str, optional): one of :obj:`PROTEINS_NODE_FEATURES` (default: ``sum+mean``, as
+            :class:`~distgcl.config.DataConfig` explains).
 
     Shapes: output :math:`(N, F)` (``sum``, ``mean``), :math:`(N, 2F)`, or :math:`(N, 2F + S)`.
 
@@ -123,7 +124,7 @@ def _mirror(source: Path, cache: Path, name: str) -> None:
 
 
 def load_ogb(name: str, source_root: Path, cache_root: Path, *, download: bool,
-             node_features: str = "sum+mean+species") -> tuple[Data, int, bool]:
+             node_features: str = "sum+mean") -> tuple[Data, int, bool]:
     """Load ``ogbn-proteins`` / ``ogbn-arxiv`` as (data with masks, num_classes or tasks, multilabel)."""
     from ogb.nodeproppred import PygNodePropPredDataset
 

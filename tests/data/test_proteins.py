@@ -74,7 +74,7 @@ def test_loads_through_ogb_with_species_split(tiny: Path, raw: dict, tmp_path: P
     d, n, m = ds.data, TINY["num_nodes"], TINY["num_edges"]
     assert ds.multilabel and ds.num_classes == 112 and ds.split == "species"
     assert d.num_nodes == n and d.edge_index.shape == (2, 2 * m) and d.y.shape == (n, 112)
-    assert d.x.shape == (n, 8 + 8 + 8)  # default: sum + mean + species one-hot
+    assert d.x.shape == (n, 8 + 8)  # default: sum + mean
     assert torch.equal(d.y.long(), torch.from_numpy(raw["labels"]))
     masks = torch.stack([d.train_mask, d.val_mask, d.test_mask])
     assert torch.equal(masks.sum(0), torch.ones(n, dtype=torch.long))  # disjoint and covering
