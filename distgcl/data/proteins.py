@@ -37,8 +37,10 @@ The model (every draw seeded):
   split is flipped where a split lacks a class).
 
 Cost (bench/results/proteins_generate.json, one process each, 2 shared cores): scale 1 is written
-in 83 s with a peak RSS of 1.1 GB (about 0.4 GB of it the interpreter and torch), 521 MB on disk;
-ogb's first load of it takes 74 s and peaks at 7.1 GB, later loads 10 s and 4.3 GB. Memory: the
+in 94 s (89 s CPU) with a peak RSS of 1.1 GB (about 0.4 GB of it the interpreter and torch), 521 MB
+on disk; ogb's first load of it takes 95 s and peaks at 7.1 GB, later loads 15 s and 4.3 GB. Scale
+2: 192 s and 1.8 GB to write, 15.2 GB for ogb's first load, so scale 2 is about the largest a
+24 GB machine loads (generation alone grows by about 0.7 GB per unit of scale). Memory: the
 distinct pairs as int64 keys (8 bytes per edge) and one round of candidates; the writing pass works
 in chunks. The dataset is built in a uniquely named temporary folder and renamed into place at the
 end, so an interrupted run never leaves a complete-looking ``ogbn_proteins``. Scales below
@@ -87,9 +89,10 @@ _ANYWHERE_ROUNDS = 6
 
 @dataclass(frozen=True)
 class ProteinsModel:
-    """Parameters of the generator (module docstring). The defaults were chosen (at scale 1/4)
-    so that the supervised references land near their real ogbn-proteins figures (MLP about 72,
-    GraphSAGE about 78; bench/results/proteins_reference.json)."""
+    """Parameters of the generator (module docstring). The defaults were chosen at scale 1/4 so
+    that the supervised references on ``sum+mean+species`` features land near their real
+    ogbn-proteins figures (MLP 72.0, GraphSAGE 78.7 against 72.0 and 77.68); on the loader's
+    default ``sum+mean`` they reach 76.6 and 82.6 (bench/results/proteins_reference.json)."""
 
     num_families: int = 16
     p_family: float = 0.35
