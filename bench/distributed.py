@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +44,12 @@ METHODS = {
     "grace": ("configs/pubmed_grace.yaml",
               ["grace.negatives=sampled", "grace.num_negatives=1024"]),
 }
+
+
+def _fresh(path: Path) -> Path:
+    """An empty run folder: a leftover checkpoint would make the row resume instead of train."""
+    shutil.rmtree(path, ignore_errors=True)
+    return path
 
 
 def _overrides(method: str, epochs: int, threads: int, every: int) -> list[str]:
@@ -70,9 +77,7 @@ def _row(result: dict[str, Any], variant: str, workers: int) -> dict[str, Any]:
 def _kill_and_resume(method: str, epochs: int, threads: int, every: int,
                      clean: dict[str, Any]) -> dict[str, Any]:
     config, _ = METHODS[method]
-    out = WORK / "distributed" / f"{method}-kill"
-    if out.exists():
-        subprocess.run(["rm", "-rf", str(out)], check=True)
+    out = _fresh(WORK / "distributed" / f"{method}-kill")
     cmd = [sys.executable, "-m", "distgcl.cli", "train", config, "--out", str(out),
            "--set", "train.progress=false", "--set", "dist.num_workers=2"]
     for item in _overrides(method, epochs, threads, every):
@@ -116,7 +121,7 @@ def _full_batch_equivalence(epochs: int, threads: int) -> dict[str, Any]:
     against the single-process loop; the per-epoch losses should agree to float rounding."""
     losses = {}
     for variant, extra in (("single-process", []), ("workers=2", ["dist.num_workers=2"])):
-        out = WORK / "distributed" / f"quickstart-{variant}"
+        out = _fresh(WORK / "distributed" / f"quickstart-{variant}")
         run_distgcl("configs/quickstart.yaml", [f"train.epochs={epochs}",
                                                 f"train.threads={threads}", *extra], out)
         losses[variant] = [json.loads(x)["loss"]
@@ -146,7 +151,7 @@ def main() -> None:
         for variant, workers, extra in (("single-process", 1, []),
                                         ("workers=1", 1, ["dist.num_workers=1"]),
                                         ("workers=2", 2, ["dist.num_workers=2"])):
-            out = WORK / "distributed" / f"{method}-{variant}"
+            out = _fresh(WORK / "distributed" / f"{method}-{variant}")
             print(f"[distributed] {method} {variant} ...", flush=True)
             result = run_distgcl(config, [*base, *extra], out)
             row = _row(result, variant, workers)
