@@ -24,14 +24,16 @@ class InducedSubgraphs:
 
     Shapes:
         - **input:** ``nodes`` :math:`(n,)` distinct ids
-        - **output:** local edges :math:`(2, e)` among ``nodes`` (row ``i`` of the output ids is
-          ``nodes[i]``), oriented as the input
+        - **output:** local edges :math:`(2, e)` among ``nodes`` (local id ``i`` is
+          ``nodes[i]``), oriented as the input and in the input's edge order (as PyG's
+          ``subgraph(..., relabel_nodes=True)``)
     """
 
     def __init__(self, edge_index: EdgeIndex, num_nodes: int) -> None:
         row, col = edge_index[0].long().cpu(), edge_index[1].long().cpu()
         order = torch.argsort(col, stable=True)
         self.sources = row[order]
+        self.edge_ids = order
         counts = torch.bincount(col, minlength=num_nodes)
         self.rowptr = torch.zeros(num_nodes + 1, dtype=torch.long)
         torch.cumsum(counts, 0, out=self.rowptr[1:])
@@ -45,14 +47,16 @@ class InducedSubgraphs:
         owner = torch.repeat_interleave(torch.arange(nodes.numel()), deg)  # local target
         offset = torch.arange(owner.numel()) - torch.repeat_interleave(torch.cumsum(deg, 0) - deg,
                                                                       deg)
-        src = self.sources[start[owner] + offset]
+        pos = start[owner] + offset
+        src = self.sources[pos]
         local = self._local
         local[nodes] = torch.arange(nodes.numel())
         try:
             src_local = local[src]
         finally:
             local[nodes] = -1
-        keep = src_local >= 0
+        keep = (src_local >= 0).nonzero().view(-1)
+        keep = keep[torch.argsort(self.edge_ids[pos[keep]])]  # the input's edge order
         return torch.stack([src_local[keep], owner[keep]])
 
 
