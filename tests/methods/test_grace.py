@@ -3,6 +3,7 @@ import torch
 
 from distgcl.config import load_config
 from distgcl.data import load_dataset
+from distgcl.losses import grace_loss
 from distgcl.methods import GraphInfo, TrainingDiverged, build_method
 from distgcl.train import seed_everything
 
@@ -49,6 +50,17 @@ def test_random_parts_batching_trains_on_induced_subgraphs() -> None:
     for sub, share in batches:
         assert share.total == sub.num_nodes and share.complete
         assert sub.edge_index.max() < sub.num_nodes
-    losses = [method.training_step(b)["loss"] for epoch in range(1, 16)
-              for b in method.batches(data, epoch)]
-    assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8 - 0.05
+    # per-part losses differ part to part; judge training on one fixed objective instead:
+    # the un-augmented full-graph GRACE loss (seen: 5.97 -> 4.8..5.3 over five seeds)
+    before = _unaugmented_full_loss(method, data)
+    for epoch in range(1, 21):
+        for batch in method.batches(data, epoch):
+            method.training_step(batch)
+    assert _unaugmented_full_loss(method, data) < before - 0.3
+
+
+@torch.no_grad()
+def _unaugmented_full_loss(method, data) -> float:
+    method.eval()
+    h1, h2 = method.module("model")(data.x, data.edge_index, data.x, data.edge_index)
+    return grace_loss(h1, h2, method.cfg.tau).item()
