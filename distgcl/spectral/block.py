@@ -549,8 +549,8 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
             res = residual_norms(space, x, sx, theta)
             done = res[:need] <= tol
             lead = int(np.argmin(done)) if not done.all() else need  # converged prefix
-            if lead:
-                locked.append(space.take(x, np.arange(lead)))
+            if lead:  # one locked block (projections then need one Gram, not one per lock)
+                locked = [concat(space, [*locked, space.take(x, np.arange(lead))])]
                 locked_theta.append(theta[:lead])
                 rest = np.arange(lead, theta.size)
                 x, sx, theta = space.take(x, rest), space.take(sx, rest), theta[rest]

@@ -1,0 +1,376 @@
+r"""Graph shards as Ray actors: each :class:`GraphShard` serves one row block of a partition
+written by :func:`~distgcl.distributed.partition.partition_graph`.
+
+An actor loads its shard file in ``__init__`` and verifies the file's sha256 against the
+manifest (a mismatch is a :class:`~distgcl.distributed.partition.ShardChecksumError`). Its whole
+state comes from the constructor arguments and that verified file, so when the actor process dies
+Ray restarts it (``max_restarts``) into an identical state, and because every method is a pure
+function of its arguments and that state, Ray may re-run a call that was in flight
+(``max_task_retries``) and get the same answer.
+
+Methods serve the rest of the system:
+
+* block linear algebra for :class:`~distgcl.distributed.linalg.ShardedBlockSpace`: the rows of
+  :math:`\mathbf{S}\mathbf{X}` from the rows of :math:`\mathbf{X}` it owns plus its halo rows,
+  linear combinations, partial Gram matrices, deflation of the trivial eigenvectors (blocks are
+  numpy arrays in Ray's object store, passed in and returned, never kept in the actor);
+* neighbour sampling for :class:`~distgcl.distributed.sampling.ShardedNeighborSampler`: in-degrees
+  and selected in-edges of given nodes, which original ids it owns, feature rows;
+* introspection: its pid, its peak RSS, a digest of the data it holds.
+
+:class:`GraphShards` is the driver-side handle: it starts the :math:`P` actors of a manifest,
+waits until they are ready (turning a checksum failure into a
+:class:`~distgcl.distributed.partition.ShardChecksumError`), and shuts them down.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import ray
+import torch
+
+from distgcl.distributed.partition import (Manifest, ShardChecksumError, load_manifest,
+                                           load_shard)
+from distgcl.spectral.block import Coefficient, combine_tensors, gram_tensors, hashed_normal, spmm
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """A torch view of a (possibly read-only, object-store backed) numpy array; the kernels
+    never write into their inputs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not writable.*")
+        return torch.from_numpy(np.asarray(a))
+
+
+class GraphShardServer:
+    r"""The state and methods of one graph shard (the class behind the :data:`GraphShard` actor;
+    usable in-process as well).
+
+    Args:
+        manifest_path (str): the partition's ``manifest.json`` (or its directory).
+        index (int): the shard :math:`p`.
+        dtype (str, optional): ``float64 | float32``, precision of :math:`\mathbf{S}` and of
+            the blocks it produces (default: ``float64``).
+        threads (int, optional): torch threads of this process (default: torch's default).
+        chunk (int, optional): columns per sparse product (default: ``16``).
+    """
+
+    def __init__(self, manifest_path: str, index: int, dtype: str = "float64",
+                 threads: int | None = None, chunk: int = 16) -> None:
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        if dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(_DTYPES)}")
+        self.dtype = _DTYPES[dtype]
+        self.chunk = int(chunk)
+        self.manifest: Manifest = load_manifest(manifest_path)
+        self.index = int(index)
+        arrays = load_shard(self.manifest, self.index, verify=True)
+        self._digest = _arrays_digest(arrays)
+        self.lo, self.hi = (int(v) for v in arrays["rows"])
+        self.num_rows = self.hi - self.lo
+        bounds = np.asarray(self.manifest.bounds)
+        p = self.manifest.num_shards
+
+        # --- the operator rows: S = D^-1/2 A D^-1/2 with columns relabelled own-first, then halo
+        halo = arrays["halo"].astype(np.int64)
+        indices = arrays["adj_indices"].astype(np.int64)
+        own = (indices >= self.lo) & (indices < self.hi)
+        local = np.where(own, indices - self.lo,
+                         self.num_rows + np.searchsorted(halo, indices))
+        deg = arrays["degree"]
+        inv_row = 1.0 / np.sqrt(np.where(deg == 0, 1.0, deg))
+        inv_col = np.concatenate([inv_row, 1.0 / np.sqrt(np.maximum(arrays["halo_degree"], 1.0))])
+        indptr = arrays["adj_indptr"]
+        rows = np.repeat(np.arange(self.num_rows), np.diff(indptr))
+        values = inv_row[rows] * inv_col[local]
+        del rows
+        index_dtype = torch.int32 if max(local.size, self.num_rows + halo.size) < 2**31 - 1 \
+            else torch.int64
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+            self.s = torch.sparse_csr_tensor(
+                torch.from_numpy(indptr).to(index_dtype), torch.from_numpy(local).to(index_dtype),
+                torch.from_numpy(values).to(self.dtype),
+                size=(self.num_rows, self.num_rows + halo.size), check_invariants=False)
+        del local, values, indices
+        self.isolated = torch.from_numpy(deg == 0)
+        # halo rows arrive grouped by owner (ascending), each group sorted: the halo order.
+        self.halo_size = int(halo.size)
+        cuts = np.searchsorted(halo, bounds)
+        self.halo_counts = [int(cuts[q + 1] - cuts[q]) for q in range(p)]
+        send_ptr, send = arrays["send_ptr"], arrays["send"].astype(np.int64)
+        self.send = [torch.from_numpy(send[send_ptr[q]:send_ptr[q + 1]] - self.lo)
+                     for q in range(p)]
+
+        # --- trivial eigenvectors: component of every row, its entry, and which components
+        # have rows on other shards (those need a global sum, the others are summed here)
+        self.component = arrays["component"].astype(np.int64)
+        self.trivial = torch.from_numpy(arrays["trivial"].astype(np.float64))
+        self.shared = arrays["component_shared"].astype(bool)
+        self.local_rows = torch.from_numpy(np.flatnonzero(~self.shared))
+        local_comp = self.component[~self.shared]
+        self.local_ids, self.local_slot = np.unique(local_comp, return_inverse=True)
+        self.shared_rows = torch.from_numpy(np.flatnonzero(self.shared))
+        shared_comp = self.component[self.shared]
+        self.shared_ids, self.shared_slot = np.unique(shared_comp, return_inverse=True)
+
+        # --- sampling and features
+        self.old_ids = arrays["old_ids"].astype(np.int64)
+        self._old_order = np.argsort(self.old_ids, kind="stable")
+        self._old_sorted = self.old_ids[self._old_order]
+        self.in_indptr = torch.from_numpy(arrays["in_indptr"])
+        self.in_src_new = torch.from_numpy(arrays["in_src_new"])
+        self.in_src_old = torch.from_numpy(arrays["in_src_old"])
+        self.in_eid = torch.from_numpy(arrays["in_eid"])
+        self.x = torch.from_numpy(arrays["x"]) if "x" in arrays else None
+        self.y = torch.from_numpy(arrays["y"]) if "y" in arrays else None
+
+    # ------------------------------------------------------------------ introspection
+
+    def info(self) -> dict[str, Any]:
+        """Index, pid, node range, sizes, and the digest of the loaded arrays."""
+        return {"index": self.index, "pid": os.getpid(), "rows": [self.lo, self.hi],
+                "nnz": int(self.s.values().numel()), "halo": self.halo_size,
+                "in_edges": int(self.in_src_new.numel()), "digest": self._digest,
+                "dtype": str(self.dtype).replace("torch.", "")}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def peak_rss_mb(self) -> float:
+        """Peak resident set size of this actor process (MB)."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    def data_digest(self) -> str:
+        """sha256 over every array loaded from the shard file (identical after a restart)."""
+        return self._digest
+
+    def old_ids_of_rows(self) -> np.ndarray:
+        """Original ids of the rows, in row order."""
+        return self.old_ids
+
+    # ------------------------------------------------------------------ block linear algebra
+
+    def random(self, seed: int, cols: int) -> np.ndarray:
+        """Rows of :func:`~distgcl.spectral.block.hashed_normal` (original ids)."""
+        return hashed_normal(seed, self.old_ids, cols).astype(_np_dtype(self.dtype))
+
+    def export(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        """For every shard ``q`` the rows of ``x`` that ``q``'s halo needs (empty for itself)."""
+        t = _tensor(x)
+        parts = tuple(t.index_select(0, s).numpy() if s.numel() else
+                      np.zeros((0, t.shape[1]), dtype=x.dtype) for s in self.send)
+        return parts if len(parts) > 1 else parts[0]  # type: ignore[return-value]
+
+    def matmul(self, x: np.ndarray, *halo_parts: np.ndarray) -> np.ndarray:
+        r"""Its rows of :math:`\mathbf{S}\mathbf{X}`: ``x`` its own rows, ``halo_parts`` the
+        exports of the other shards (ascending shard order, itself left out)."""
+        parts = [_tensor(x)] + [_tensor(h) for h in halo_parts]
+        ext = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+        if ext.shape[0] != self.num_rows + self.halo_size:
+            raise ValueError(f"shard {self.index}: got {ext.shape[0]} rows, expected "
+                             f"{self.num_rows} own + {self.halo_size} halo")
+        out = spmm(self.s, ext, self.chunk)
+        if bool(self.isolated.any()):
+            out[self.isolated] += _tensor(x)[self.isolated]  # S_ii = 1 for isolated nodes
+        return out.numpy()
+
+    def combine(self, coefs: Sequence[Coefficient], *blocks: np.ndarray) -> np.ndarray:
+        return combine_tensors([(_tensor(b), c) for b, c in zip(blocks, coefs)]).numpy()
+
+    def take(self, x: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(x)[:, np.asarray(columns, dtype=np.int64)])
+
+    def gram(self, num_left: int, *blocks: np.ndarray) -> np.ndarray:
+        """Partial :math:`[X_i]^\\top[Y_j]` over its rows; ``blocks`` = lefts then rights (no
+        rights: the lefts again)."""
+        left = [_tensor(b) for b in blocks[:num_left]]
+        right = [_tensor(b) for b in blocks[num_left:]] or left
+        return gram_tensors(left, right)
+
+    def sq_norms(self, x: np.ndarray) -> np.ndarray:
+        return (_tensor(x).double() ** 2).sum(0).numpy()
+
+    def shared_sums(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        r"""Partial :math:`y_C^\top X` over its rows, for the components it shares with other
+        shards: ``(component ids, sums (c_shared, b))``."""
+        t = _tensor(x).double()
+        sums = torch.zeros((self.shared_ids.size, t.shape[1]), dtype=torch.float64)
+        if self.shared_ids.size:
+            rows = self.shared_rows
+            sums.index_add_(0, torch.from_numpy(self.shared_slot),
+                            t[rows] * self.trivial[rows, None])
+        return self.shared_ids, sums.numpy()
+
+    def deflate(self, x: np.ndarray, shared_totals: np.ndarray | None = None) -> np.ndarray:
+        r"""Its rows of :math:`X - \mathbf{Y}(\mathbf{Y}^\top X)`; ``shared_totals`` are the
+        global :math:`y_C^\top X` of its shared components (order of :meth:`shared_sums`), the
+        others are summed here."""
+        t = _tensor(x)
+        out = t.double().clone()
+        if self.local_ids.size:
+            rows = self.local_rows
+            slot = torch.from_numpy(self.local_slot)
+            sums = torch.zeros((self.local_ids.size, t.shape[1]), dtype=torch.float64)
+            sums.index_add_(0, slot, out[rows] * self.trivial[rows, None])
+            out[rows] -= self.trivial[rows, None] * sums[slot]
+        if self.shared_ids.size:
+            if shared_totals is None:
+                raise ValueError(f"shard {self.index} shares components: pass their totals")
+            rows = self.shared_rows
+            totals = torch.from_numpy(np.asarray(shared_totals, dtype=np.float64))
+            out[rows] -= self.trivial[rows, None] * totals[torch.from_numpy(self.shared_slot)]
+        return out.to(t.dtype).numpy()
+
+    def null_block(self, cols: int) -> np.ndarray:
+        """Its rows of the first ``cols`` trivial eigenvectors (by component id)."""
+        out = np.zeros((self.num_rows, cols), dtype=_np_dtype(self.dtype))
+        keep = self.component < cols
+        out[np.flatnonzero(keep), self.component[keep]] = self.trivial.numpy()[keep]
+        return out
+
+    def get_rows(self, x: np.ndarray, col_lo: int = 0, col_hi: int | None = None) -> np.ndarray:
+        """Columns ``col_lo:col_hi`` of its rows of ``x`` as float64 (for gathering)."""
+        return np.asarray(x)[:, col_lo:col_hi].astype(np.float64)
+
+    # ------------------------------------------------------------------ sampling and features
+
+    def locate(self, old_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which of ``old_ids`` (original ids) it owns: ``(positions in old_ids, new ids)``."""
+        old = np.asarray(old_ids, dtype=np.int64)
+        pos = np.searchsorted(self._old_sorted, old)
+        pos = np.minimum(pos, max(self._old_sorted.size - 1, 0))
+        hit = np.flatnonzero(self._old_sorted[pos] == old) if self._old_sorted.size else \
+            np.zeros(0, dtype=np.int64)
+        return hit, self.lo + self._old_order[pos[hit]]
+
+    def in_degree(self, new_ids: np.ndarray) -> np.ndarray:
+        """Number of in-edges (directed, as given to the partitioner) of its nodes ``new_ids``."""
+        local = torch.as_tensor(np.asarray(new_ids, dtype=np.int64) - self.lo)
+        return (self.in_indptr[local + 1] - self.in_indptr[local]).numpy()
+
+    def in_edges(self, new_ids: np.ndarray, offsets: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``offsets[i]``-th in-edge of node ``new_ids[i]``:
+        ``(source original ids, source new ids, edge ids)``."""
+        local = torch.as_tensor(np.asarray(new_ids, dtype=np.int64) - self.lo)
+        pos = self.in_indptr[local] + torch.as_tensor(np.asarray(offsets, dtype=np.int64))
+        return (self.in_src_old[pos].long().numpy(), self.in_src_new[pos].long().numpy(),
+                self.in_eid[pos].long().numpy())
+
+    def features(self, old_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Feature rows of the ``old_ids`` it owns: ``(positions in old_ids, rows)``."""
+        if self.x is None:
+            raise ValueError("this partition was written without features")
+        hit, new = self.locate(old_ids)
+        return hit, self.x[torch.from_numpy(new - self.lo)].numpy()
+
+    def labels(self, old_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels of the ``old_ids`` it owns: ``(positions in old_ids, labels)``."""
+        if self.y is None:
+            raise ValueError("this partition was written without labels")
+        hit, new = self.locate(old_ids)
+        return hit, self.y[torch.from_numpy(new - self.lo)].numpy()
+
+
+def _np_dtype(dtype: torch.dtype) -> type:
+    return np.float64 if dtype == torch.float64 else np.float32
+
+
+def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}:{a.dtype}:{a.shape}".encode())
+        digest.update(a.data)
+    return digest.hexdigest()
+
+
+GraphShard = ray.remote(GraphShardServer)
+"""The Ray actor class of :class:`GraphShardServer` (options are set by :class:`GraphShards`)."""
+
+
+class GraphShards:
+    r"""Start the :math:`P` :data:`GraphShard` actors of a partition, and shut them down.
+
+    Args:
+        manifest (Manifest or path): the partition.
+        dtype (str, optional): ``float64 | float32`` for the operator and blocks
+            (default: ``float64``).
+        num_cpus (float, optional): Ray CPUs reserved per actor (default: the cluster's CPUs
+            divided by :math:`P`).
+        threads (int, optional): torch threads per actor (default: ``max(1, int(num_cpus))``).
+        max_restarts (int, optional): restarts of a dead actor (default: ``3``).
+        max_task_retries (int, optional): re-runs of a call that was in flight when its actor
+            died; safe because every method is pure (default: ``3``).
+        timeout (float, optional): seconds to wait for the actors to load (default: ``600``).
+        chunk (int, optional): columns per sparse product (default: ``16``).
+
+    Raises:
+        ShardChecksumError: a shard file does not match its manifest.
+    """
+
+    def __init__(self, manifest: Manifest | str | Path, *, dtype: str = "float64",
+                 num_cpus: float | None = None, threads: int | None = None,
+                 max_restarts: int = 3, max_task_retries: int = 3, timeout: float = 600.0,
+                 chunk: int = 16) -> None:
+        self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+        self.timeout = float(timeout)
+        self.dtype = dtype
+        p = self.manifest.num_shards
+        if num_cpus is None:
+            num_cpus = max(float(ray.cluster_resources().get("CPU", 1.0)) / p, 0.01)
+        self.threads = int(threads) if threads is not None else max(1, int(num_cpus))
+        self.actors = [GraphShard.options(num_cpus=num_cpus, max_restarts=max_restarts,
+                                          max_task_retries=max_task_retries).remote(
+            str(self.manifest.path), i, dtype, self.threads, chunk) for i in range(p)]
+        try:
+            self.infos = self.get([a.info.remote() for a in self.actors])
+        except Exception as err:  # turn a remote checksum failure into our own error
+            self.shutdown()
+            if "ShardChecksumError" in str(err):
+                line = next((s for s in str(err).splitlines() if "ShardChecksumError" in s),
+                            str(err))
+                raise ShardChecksumError(line.split("ShardChecksumError:", 1)[-1].strip()
+                                         ) from None
+            raise
+
+    def __len__(self) -> int:
+        return len(self.actors)
+
+    def __enter__(self) -> "GraphShards":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    def get(self, refs: Any) -> Any:
+        """``ray.get`` bounded by the handle's timeout."""
+        return ray.get(refs, timeout=self.timeout)
+
+    def pids(self) -> list[int]:
+        return self.get([a.pid.remote() for a in self.actors])
+
+    def peak_rss_mb(self) -> list[float]:
+        return self.get([a.peak_rss_mb.remote() for a in self.actors])
+
+    def digests(self) -> list[str]:
+        return self.get([a.data_digest.remote() for a in self.actors])
+
+    def shutdown(self) -> None:
+        """Kill the actors (no restart)."""
+        for a in getattr(self, "actors", []):
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # already gone
+                pass
+        self.actors = []
