@@ -262,7 +262,11 @@ def combine_tensors(terms: Sequence[tuple[Tensor, Coefficient]]) -> Tensor:
         if np.isscalar(coef) or np.ndim(coef) == 0:
             part = x * float(coef)
         else:
-            part = x @ torch.from_numpy(np.asarray(coef, dtype=np.float64)).to(x.dtype)
+            m = np.asarray(coef, dtype=np.float64)
+            if m.shape[0] == m.shape[1] and not np.any(m - np.diag(np.diagonal(m))):
+                part = x * torch.from_numpy(np.diagonal(m).copy()).to(x.dtype)  # column scaling
+            else:
+                part = x @ torch.from_numpy(m).to(x.dtype)
         out = part if out is None else out.add_(part)
     if out is None:
         raise ValueError("combine needs at least one term")
@@ -503,7 +507,7 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
                        tol: float = 1e-5, degree: int = 10, maxiter: int = 500,
                        max_matvecs: int | None = None, seed: int = 0,
                        lower: float | None = None, max_amplification: float = 1e4,
-                       lanczos_steps: int = 30, progress: bool = False) -> BlockResult:
+                       lanczos_steps: int = 20, progress: bool = False) -> BlockResult:
     r"""The ``m`` largest eigenpairs of the deflated :math:`\mathbf{S}` by Chebyshev-filtered
     subspace iteration with Rayleigh-Ritz and locking (module docstring).
 
@@ -525,7 +529,7 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
         max_amplification (float, optional): the degree is cut so that
             :math:`T_d(\hat\gamma) \le` this, which bounds the condition number of the filtered
             block for the orthonormalization (default: ``1e4``).
-        lanczos_steps (int, optional): steps of the lower-bound estimate (default: ``30``).
+        lanczos_steps (int, optional): steps of the lower-bound estimate (default: ``20``).
         progress (bool, optional): tqdm bar of single-vector products (default: :obj:`False`).
 
     Returns:

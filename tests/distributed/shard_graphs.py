@@ -43,3 +43,17 @@ def directed_multigraph(n: int = 400, seed: int = 0) -> torch.Tensor:
     dup = torch.randint(0, dst.numel(), (50,), generator=g)
     loops = torch.arange(30, 40)
     return torch.stack([torch.cat([src, src[dup], loops]), torch.cat([dst, dst[dup], loops])])
+
+
+def mixed_graph(seed: int = 0) -> tuple[torch.Tensor, int, int]:
+    """:func:`multi_component_graph` plus one-way edges inside the components, duplicated edges
+    and self-loops: the operator sees the symmetrized simple graph (same components), the
+    sampler sees the directed multigraph as given. ``(edge_index, N = 491, components = 11)``."""
+    ei, n, c = multi_component_graph(seed)
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randint(0, ei.size(1), (300,), generator=g)
+    one_way = torch.stack([ei[1, pick[:150]], ei[0, pick[:150]]])  # reversed copies: duplicates
+    two_hop = ei[:, pick[150:]]  # exact duplicates
+    has_edge = torch.unique(ei[0])
+    loops = has_edge[:15].repeat(2, 1)
+    return torch.cat([ei, one_way, two_hop, loops], dim=1), n, c

@@ -26,9 +26,10 @@ from distgcl.sampling import CSRNeighborSampler  # noqa: E402
 from distgcl.spectral import (adjacency, connected_components, laplacian_from_adjacency,  # noqa: E402
                               smallest_eigenpairs, trivial_eigenvectors)
 from distgcl.spectral.block import LocalBlockSpace, block_eigenpairs  # noqa: E402
-from shard_graphs import directed_multigraph, multi_component_graph  # noqa: E402
+from shard_graphs import mixed_graph  # noqa: E402
 
 K = 16  # 11 trivial (3 communities, a triangle, an edge, 6 isolated nodes) + 5 non-trivial
+KEYS = [(1, "auto"), (2, "random"), (4, "auto")]  # (shards, order): one actor set each
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def ray_session():
 
 @pytest.fixture(scope="module")
 def graph():
-    ei, n, c = multi_component_graph()
+    ei, n, c = mixed_graph()
     x = torch.randn(n, 6, generator=torch.Generator().manual_seed(1))
     adj = adjacency(ei, n)
     _, labels = connected_components(adj)
@@ -55,13 +56,13 @@ def partitions(graph, tmp_path_factory):
     root = tmp_path_factory.mktemp("partitions")
     return {(p, order): partition_graph(graph["ei"], graph["n"], p, root, x=graph["x"],
                                         order=order)
-            for p, order in [(1, "auto"), (2, "auto"), (4, "auto"), (4, "random")]}
+            for p, order in KEYS}
 
 
 @pytest.fixture(scope="module")
 def started(ray_session, partitions):
     """One set of actors per partition, shared by the tests of this module."""
-    # tiny CPU reservations: all four actor sets live at once on a 2-CPU Ray instance
+    # tiny CPU reservations: all actor sets live at once on a 2-CPU Ray instance
     handles = {key: GraphShards(m, num_cpus=0.1, threads=1, timeout=120)
                for key, m in partitions.items()}
     yield handles
@@ -69,7 +70,7 @@ def started(ray_session, partitions):
         h.shutdown()
 
 
-@pytest.mark.parametrize("key", [(1, "auto"), (2, "auto"), (4, "random")])
+@pytest.mark.parametrize("key", KEYS)
 def test_sharded_products_equal_single_process(graph, started, key):
     shards = started[key]
     local = LocalBlockSpace.from_laplacian(graph["lap"], graph["y"])
@@ -102,7 +103,8 @@ def test_distributed_eigenvalues_match_single_process(graph, started, method, so
     dense = smallest_eigenpairs(graph["lap"], K, null_space=graph["y"], solver="dense")
     assert ref.solver == solver and ref.num_components == graph["c"] == 11
     np.testing.assert_allclose(ref.eigenvalues, dense.eigenvalues, atol=1e-6)
-    for key in [(1, "auto"), (2, "auto"), (4, "auto")]:
+    for key in KEYS:
+        assert started[key].manifest.num_shards == key[0]
         res = sharded_eigenpairs(started[key], K, method=method, tol=tol)
         assert res.solver == f"sharded-{method}" and res.num_components == 11
         np.testing.assert_allclose(res.eigenvalues, ref.eigenvalues, atol=1e-6)
@@ -116,7 +118,8 @@ def test_distributed_eigenvalues_match_single_process(graph, started, method, so
 
 
 def test_killed_shard_restarts_with_identical_data_and_same_result(graph, started):
-    shards = started[(2, "auto")]
+    shards = started[(2, "random")]
+    assert shards.manifest.shared_components > 0  # deflation needs the driver's sums too
     before = shards.pids()
     digests = shards.digests()
     reference = block_eigenpairs(ShardedBlockSpace(shards), K, tol=1e-8)
@@ -143,7 +146,7 @@ def test_killed_shard_restarts_with_identical_data_and_same_result(graph, starte
 
 
 def test_corrupted_shard_file_is_refused(ray_session, partitions, tmp_path):
-    m = partitions[(2, "auto")]
+    m = partitions[(2, "random")]
     copy = tmp_path / m.root.name
     shutil.copytree(m.root, copy)
     path = copy / m.shards[1]["file"]
@@ -154,30 +157,36 @@ def test_corrupted_shard_file_is_refused(ray_session, partitions, tmp_path):
         GraphShards(copy, num_cpus=0.1, max_restarts=0, timeout=120)
 
 
-def test_sampled_subgraphs_equal_the_local_sampler(ray_session, tmp_path):
-    ei = directed_multigraph()
-    n = 400
-    x = torch.randn(n, 5, generator=torch.Generator().manual_seed(2))
-    seeds = torch.tensor([17, 3, 150, 42, 99, 0, 399, 25])  # 0 and 3 have no in-edges
-    for p in (1, 2):
-        with GraphShards(partition_graph(ei, n, p, tmp_path, x=x, order="random"),
-                         num_cpus=0.1, threads=1) as shards:
-            assert all(i["pid"] > 0 for i in shards.infos)
-            assert all(r > 0 for r in shards.peak_rss_mb())
-            for fanout, replace in [([5, 3], False), ([2, 2, 2], False), ([-1, 4], False),
-                                    ([3, 2], True)]:
-                local = CSRNeighborSampler(ei, n, fanout, replace=replace)
-                remote = ShardedNeighborSampler(shards, fanout, replace=replace)
-                for batch_seed in range(3):
-                    a = local.sample(seeds, torch.Generator().manual_seed(batch_seed))
-                    b = remote.sample(seeds, torch.Generator().manual_seed(batch_seed))
-                    assert torch.equal(a.n_id, b.n_id)
-                    assert torch.equal(a.edge_index, b.edge_index)
-                    assert torch.equal(a.e_id, b.e_id)
-                    assert a.num_sampled_nodes == b.num_sampled_nodes
-                    assert a.num_sampled_edges == b.num_sampled_edges
-                    assert torch.equal(remote.features(b.n_id), x[b.n_id])
-            with pytest.raises(ValueError, match="distinct"):
-                remote.sample(torch.tensor([1, 1]))
-            with pytest.raises(ValueError, match="seed ids"):
-                remote.sample(torch.tensor([n]))
+def test_sampled_subgraphs_equal_the_local_sampler(graph, started):
+    ei, n, x = graph["ei"], graph["n"], graph["x"]
+    deg_in = torch.bincount(ei[1], minlength=n)
+    isolated = int(torch.nonzero(deg_in == 0)[0])
+    seeds = torch.tensor([17, 3, 150, 42, 99, isolated, n - 1, 25])
+    for key in KEYS:
+        shards = started[key]
+        assert all(i["pid"] > 0 for i in shards.infos)
+        assert all(r > 0 for r in shards.peak_rss_mb())
+        for fanout, replace in [([5, 3], False), ([2, 2, 2], False), ([-1, 4], False),
+                                ([3, 2], True)]:
+            local = CSRNeighborSampler(ei, n, fanout, replace=replace)
+            remote = ShardedNeighborSampler(shards, fanout, replace=replace)
+            for batch_seed in range(3):
+                a = local.sample(seeds, torch.Generator().manual_seed(batch_seed))
+                b = remote.sample(seeds, torch.Generator().manual_seed(batch_seed))
+                assert torch.equal(a.n_id, b.n_id)
+                assert torch.equal(a.edge_index, b.edge_index)
+                assert torch.equal(a.e_id, b.e_id)
+                assert a.num_sampled_nodes == b.num_sampled_nodes
+                assert a.num_sampled_edges == b.num_sampled_edges
+                assert torch.equal(remote.features(b.n_id), x[b.n_id])
+        with pytest.raises(ValueError, match="distinct"):
+            remote.sample(torch.tensor([1, 1]))
+        with pytest.raises(ValueError, match="seed ids"):
+            remote.sample(torch.tensor([n]))
+    # a sampler built from actor handles alone (as a Ray Train worker would) is the same
+    shards = started[(2, "random")]
+    worker_side = ShardedNeighborSampler.from_actors(shards.actors, shards.manifest.bounds,
+                                                     [4, 4])
+    a = CSRNeighborSampler(ei, n, [4, 4]).sample(seeds, torch.Generator().manual_seed(5))
+    b = worker_side.sample(seeds, torch.Generator().manual_seed(5))
+    assert torch.equal(a.n_id, b.n_id) and torch.equal(a.edge_index, b.edge_index)
