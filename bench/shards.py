@@ -182,7 +182,7 @@ def work_sharded(args: argparse.Namespace, shards: int) -> dict[str, Any]:
     rss_start = _rss_mb()
     tick = time.perf_counter()
     _ray_init(args)
-    handle = GraphShards(manifest, dtype=args.dtype, timeout=1200)
+    handle = GraphShards(manifest, dtype=args.dtype, timeout=1200, serve="operator")
     start_seconds = time.perf_counter() - tick
     try:
         space = ShardedBlockSpace(handle)
@@ -277,7 +277,7 @@ def work_sampling(args: argparse.Namespace, shards: int) -> dict[str, Any]:
 
     manifest = load_manifest(args.manifest)
     _ray_init(args)
-    handle = GraphShards(manifest, timeout=600)
+    handle = GraphShards(manifest, timeout=600, serve="sampling")
     try:
         sampler = ShardedNeighborSampler(handle, fanout)
         before = _rss_mb()

@@ -44,7 +44,7 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -130,38 +130,43 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _verified_npz(path: Path, expected: str) -> dict[str, np.ndarray]:
-    actual = file_sha256(path)
-    if actual != expected:
-        raise ShardChecksumError(f"{path}: sha256 {actual[:16]}... does not match the manifest's "
-                                 f"{expected[:16]}... (corrupted or replaced; re-partition)")
+def _verified_npz(path: Path, expected: str | None,
+                  keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    if expected is not None:
+        actual = file_sha256(path)
+        if actual != expected:
+            raise ShardChecksumError(f"{path}: sha256 {actual[:16]}... does not match the "
+                                     f"manifest's {expected[:16]}... (corrupted or replaced; "
+                                     f"re-partition)")
     with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+        return {k: z[k] for k in z.files if keys is None or k in keys}
 
 
-def load_shard(manifest: Manifest, index: int, verify: bool = True) -> dict[str, np.ndarray]:
-    """The arrays of shard ``index``, after checking the file's sha256 against the manifest.
+OPERATOR_KEYS = ("rows", "old_ids", "adj_indptr", "adj_indices", "degree", "halo",
+                 "halo_degree", "send_ptr", "send", "component", "component_shared", "trivial")
+"""What the operator (sharded products, deflation) needs from a shard file."""
+SAMPLING_KEYS = ("rows", "old_ids", "in_indptr", "in_src_new", "in_src_old", "in_eid", "x", "y")
+"""What neighbour sampling and feature lookup need from a shard file."""
+
+
+def load_shard(manifest: Manifest, index: int, verify: bool = True,
+               keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of shard ``index`` (only ``keys`` if given), after checking the whole file's
+    sha256 against the manifest (streamed, so the check costs no memory).
 
     Raises:
         ShardChecksumError: the file's checksum differs from the manifest's.
     """
     if not 0 <= index < manifest.num_shards:
         raise IndexError(f"shard {index} of {manifest.num_shards}")
-    path = manifest.shard_path(index)
-    if verify:
-        return _verified_npz(path, manifest.shards[index]["sha256"])
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return _verified_npz(manifest.shard_path(index),
+                         manifest.shards[index]["sha256"] if verify else None, keys)
 
 
 def load_permutation(manifest: Manifest, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``(new_to_old, old_to_new)`` (checksum verified)."""
-    path = manifest.root / manifest.permutation["file"]
-    if verify:
-        arrays = _verified_npz(path, manifest.permutation["sha256"])
-    else:
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files}
+    arrays = _verified_npz(manifest.root / manifest.permutation["file"],
+                           manifest.permutation["sha256"] if verify else None)
     return arrays["new_to_old"], arrays["old_to_new"]
 
 

@@ -35,11 +35,12 @@ import numpy as np
 import ray
 import torch
 
-from distgcl.distributed.partition import (Manifest, ShardChecksumError, load_manifest,
-                                           load_shard)
+from distgcl.distributed.partition import (OPERATOR_KEYS, SAMPLING_KEYS, Manifest,
+                                           ShardChecksumError, load_manifest, load_shard)
 from distgcl.spectral.block import Coefficient, combine_tensors, gram_tensors, hashed_normal, spmm
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
+SERVE = ("all", "operator", "sampling")
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
@@ -61,48 +62,71 @@ class GraphShardServer:
             the blocks it produces (default: ``float64``).
         threads (int, optional): torch threads of this process (default: torch's default).
         chunk (int, optional): columns per sparse product (default: ``16``).
+        serve (str, optional): ``all | operator | sampling``: load only what the spectral step
+            (operator) or the sampler needs; the whole file is checksummed either way
+            (default: ``all``).
     """
 
     def __init__(self, manifest_path: str, index: int, dtype: str = "float64",
-                 threads: int | None = None, chunk: int = 16) -> None:
+                 threads: int | None = None, chunk: int = 16, serve: str = "all") -> None:
         if threads is not None:
             torch.set_num_threads(int(threads))
         if dtype not in _DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(_DTYPES)}")
+        if serve not in SERVE:
+            raise ValueError(f"unknown serve {serve!r}; known: {', '.join(SERVE)}")
         self.dtype = _DTYPES[dtype]
         self.chunk = int(chunk)
+        self.serve = serve
         self.manifest: Manifest = load_manifest(manifest_path)
         self.index = int(index)
-        arrays = load_shard(self.manifest, self.index, verify=True)
+        keys = {"all": None, "operator": OPERATOR_KEYS, "sampling": SAMPLING_KEYS}[serve]
+        arrays = load_shard(self.manifest, self.index, verify=True, keys=keys)
         self._digest = _arrays_digest(arrays)
         self.lo, self.hi = (int(v) for v in arrays["rows"])
         self.num_rows = self.hi - self.lo
+        self.old_ids = arrays["old_ids"].astype(np.int64)
+        self.s: torch.Tensor | None = None
+        self.in_indptr: torch.Tensor | None = None
+        if serve in ("all", "operator"):
+            self._build_operator(arrays)
+        if serve in ("all", "sampling"):
+            self._build_sampling(arrays)
+
+    def _build_operator(self, arrays: dict[str, np.ndarray]) -> None:
+        """The operator rows: S = D^-1/2 A D^-1/2 with columns relabelled own rows first, then
+        the halo; the trivial-eigenvector entries; the send lists."""
         bounds = np.asarray(self.manifest.bounds)
         p = self.manifest.num_shards
-
-        # --- the operator rows: S = D^-1/2 A D^-1/2 with columns relabelled own-first, then halo
-        halo = arrays["halo"].astype(np.int64)
-        indices = arrays["adj_indices"].astype(np.int64)
+        halo = arrays.pop("halo").astype(np.int64)
+        indices = arrays.pop("adj_indices")
+        n_ext = self.num_rows + halo.size
+        index_np = np.int32 if max(indices.size, n_ext) < 2**31 - 1 else np.int64
+        local = np.empty(indices.size, dtype=index_np)
         own = (indices >= self.lo) & (indices < self.hi)
-        local = np.where(own, indices - self.lo,
-                         self.num_rows + np.searchsorted(halo, indices))
+        local[own] = indices[own] - self.lo
+        remote = ~own
+        local[remote] = self.num_rows + np.searchsorted(halo, indices[remote])
+        del own, remote, indices
         deg = arrays["degree"]
-        inv_row = 1.0 / np.sqrt(np.where(deg == 0, 1.0, deg))
-        inv_col = np.concatenate([inv_row, 1.0 / np.sqrt(np.maximum(arrays["halo_degree"], 1.0))])
-        indptr = arrays["adj_indptr"]
-        rows = np.repeat(np.arange(self.num_rows), np.diff(indptr))
-        values = inv_row[rows] * inv_col[local]
+        np_dtype = _np_dtype(self.dtype)
+        inv_row = (1.0 / np.sqrt(np.where(deg == 0, 1.0, deg))).astype(np_dtype)
+        inv_col = np.concatenate([inv_row, (1.0 / np.sqrt(np.maximum(arrays["halo_degree"], 1.0))
+                                            ).astype(np_dtype)])
+        indptr = arrays.pop("adj_indptr")
+        rows = np.repeat(np.arange(self.num_rows, dtype=index_np), np.diff(indptr))
+        values = inv_row[rows]
         del rows
-        index_dtype = torch.int32 if max(local.size, self.num_rows + halo.size) < 2**31 - 1 \
-            else torch.int64
+        values *= inv_col[local]
+        index_dtype = torch.int32 if index_np == np.int32 else torch.int64
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
             self.s = torch.sparse_csr_tensor(
-                torch.from_numpy(indptr).to(index_dtype), torch.from_numpy(local).to(index_dtype),
-                torch.from_numpy(values).to(self.dtype),
-                size=(self.num_rows, self.num_rows + halo.size), check_invariants=False)
-        del local, values, indices
+                torch.from_numpy(indptr).to(index_dtype), torch.from_numpy(local),
+                torch.from_numpy(values), size=(self.num_rows, n_ext), check_invariants=False)
+        del local, values
         self.isolated = torch.from_numpy(deg == 0)
+        self.any_isolated = bool(self.isolated.any())
         # halo rows arrive grouped by owner (ascending), each group sorted: the halo order.
         self.halo_size = int(halo.size)
         cuts = np.searchsorted(halo, bounds)
@@ -110,21 +134,19 @@ class GraphShardServer:
         send_ptr, send = arrays["send_ptr"], arrays["send"].astype(np.int64)
         self.send = [torch.from_numpy(send[send_ptr[q]:send_ptr[q + 1]] - self.lo)
                      for q in range(p)]
-
-        # --- trivial eigenvectors: component of every row, its entry, and which components
-        # have rows on other shards (those need a global sum, the others are summed here)
+        # trivial eigenvectors: component of every row, its entry, and which components have
+        # rows on other shards (those need a global sum; the others are summed here)
         self.component = arrays["component"].astype(np.int64)
         self.trivial = torch.from_numpy(arrays["trivial"].astype(np.float64))
-        self.shared = arrays["component_shared"].astype(bool)
-        self.local_rows = torch.from_numpy(np.flatnonzero(~self.shared))
-        local_comp = self.component[~self.shared]
-        self.local_ids, self.local_slot = np.unique(local_comp, return_inverse=True)
-        self.shared_rows = torch.from_numpy(np.flatnonzero(self.shared))
-        shared_comp = self.component[self.shared]
-        self.shared_ids, self.shared_slot = np.unique(shared_comp, return_inverse=True)
+        shared = arrays["component_shared"].astype(bool)
+        self.local_rows = torch.from_numpy(np.flatnonzero(~shared))
+        self.local_ids, self.local_slot = np.unique(self.component[~shared], return_inverse=True)
+        self.shared_rows = torch.from_numpy(np.flatnonzero(shared))
+        self.shared_ids, self.shared_slot = np.unique(self.component[shared],
+                                                      return_inverse=True)
 
-        # --- sampling and features
-        self.old_ids = arrays["old_ids"].astype(np.int64)
+    def _build_sampling(self, arrays: dict[str, np.ndarray]) -> None:
+        """In-edge lists, the original-id lookup, features and labels."""
         self._old_order = np.argsort(self.old_ids, kind="stable")
         self._old_sorted = self.old_ids[self._old_order]
         self.in_indptr = torch.from_numpy(arrays["in_indptr"])
@@ -134,14 +156,21 @@ class GraphShardServer:
         self.x = torch.from_numpy(arrays["x"]) if "x" in arrays else None
         self.y = torch.from_numpy(arrays["y"]) if "y" in arrays else None
 
+    def _need(self, part: str) -> None:
+        if (self.s if part == "operator" else self.in_indptr) is None:
+            raise RuntimeError(f"shard {self.index} was started with serve={self.serve!r}: "
+                               f"it does not serve the {part}")
+
     # ------------------------------------------------------------------ introspection
 
     def info(self) -> dict[str, Any]:
         """Index, pid, node range, sizes, and the digest of the loaded arrays."""
         return {"index": self.index, "pid": os.getpid(), "rows": [self.lo, self.hi],
-                "nnz": int(self.s.values().numel()), "halo": self.halo_size,
-                "in_edges": int(self.in_src_new.numel()), "digest": self._digest,
-                "dtype": str(self.dtype).replace("torch.", "")}
+                "serve": self.serve,
+                "nnz": None if self.s is None else int(self.s.values().numel()),
+                "halo": getattr(self, "halo_size", None),
+                "in_edges": None if self.in_indptr is None else int(self.in_src_new.numel()),
+                "digest": self._digest, "dtype": str(self.dtype).replace("torch.", "")}
 
     def pid(self) -> int:
         return os.getpid()
@@ -166,6 +195,7 @@ class GraphShardServer:
 
     def export(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
         """For every shard ``q`` the rows of ``x`` that ``q``'s halo needs (empty for itself)."""
+        self._need("operator")
         t = _tensor(x)
         parts = tuple(t.index_select(0, s).numpy() if s.numel() else
                       np.zeros((0, t.shape[1]), dtype=x.dtype) for s in self.send)
@@ -174,13 +204,14 @@ class GraphShardServer:
     def matmul(self, x: np.ndarray, *halo_parts: np.ndarray) -> np.ndarray:
         r"""Its rows of :math:`\mathbf{S}\mathbf{X}`: ``x`` its own rows, ``halo_parts`` the
         exports of the other shards (ascending shard order, itself left out)."""
+        self._need("operator")
         parts = [_tensor(x)] + [_tensor(h) for h in halo_parts]
         ext = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
         if ext.shape[0] != self.num_rows + self.halo_size:
             raise ValueError(f"shard {self.index}: got {ext.shape[0]} rows, expected "
                              f"{self.num_rows} own + {self.halo_size} halo")
         out = spmm(self.s, ext, self.chunk)
-        if bool(self.isolated.any()):
+        if self.any_isolated:
             out[self.isolated] += _tensor(x)[self.isolated]  # S_ii = 1 for isolated nodes
         return out.numpy()
 
@@ -246,6 +277,7 @@ class GraphShardServer:
 
     def locate(self, old_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Which of ``old_ids`` (original ids) it owns: ``(positions in old_ids, new ids)``."""
+        self._need("sampling")
         old = np.asarray(old_ids, dtype=np.int64)
         pos = np.searchsorted(self._old_sorted, old)
         pos = np.minimum(pos, max(self._old_sorted.size - 1, 0))
@@ -255,6 +287,7 @@ class GraphShardServer:
 
     def in_degree(self, new_ids: np.ndarray) -> np.ndarray:
         """Number of in-edges (directed, as given to the partitioner) of its nodes ``new_ids``."""
+        self._need("sampling")
         local = torch.as_tensor(np.asarray(new_ids, dtype=np.int64) - self.lo)
         return (self.in_indptr[local + 1] - self.in_indptr[local]).numpy()
 
@@ -262,6 +295,7 @@ class GraphShardServer:
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``offsets[i]``-th in-edge of node ``new_ids[i]``:
         ``(source original ids, source new ids, edge ids)``."""
+        self._need("sampling")
         local = torch.as_tensor(np.asarray(new_ids, dtype=np.int64) - self.lo)
         pos = self.in_indptr[local] + torch.as_tensor(np.asarray(offsets, dtype=np.int64))
         return (self.in_src_old[pos].long().numpy(), self.in_src_new[pos].long().numpy(),
@@ -314,6 +348,8 @@ class GraphShards:
             died; safe because every method is pure (default: ``3``).
         timeout (float, optional): seconds to wait for the actors to load (default: ``600``).
         chunk (int, optional): columns per sparse product (default: ``16``).
+        serve (str, optional): ``all | operator | sampling`` (:class:`GraphShardServer`)
+            (default: ``all``).
 
     Raises:
         ShardChecksumError: a shard file does not match its manifest.
@@ -322,7 +358,7 @@ class GraphShards:
     def __init__(self, manifest: Manifest | str | Path, *, dtype: str = "float64",
                  num_cpus: float | None = None, threads: int | None = None,
                  max_restarts: int = 3, max_task_retries: int = 3, timeout: float = 600.0,
-                 chunk: int = 16) -> None:
+                 chunk: int = 16, serve: str = "all") -> None:
         self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
         self.timeout = float(timeout)
         self.dtype = dtype
@@ -332,7 +368,7 @@ class GraphShards:
         self.threads = int(threads) if threads is not None else max(1, int(num_cpus))
         self.actors = [GraphShard.options(num_cpus=num_cpus, max_restarts=max_restarts,
                                           max_task_retries=max_task_retries).remote(
-            str(self.manifest.path), i, dtype, self.threads, chunk) for i in range(p)]
+            str(self.manifest.path), i, dtype, self.threads, chunk, serve) for i in range(p)]
         try:
             self.infos = self.get([a.info.remote() for a in self.actors])
         except Exception as err:  # turn a remote checksum failure into our own error

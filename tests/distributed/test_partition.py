@@ -152,3 +152,25 @@ def test_invalid_arguments(graph, tmp_path):
         partition_graph(ei, n, 2, tmp_path, order="metis")
     with pytest.raises(ValueError, match="x has"):
         partition_graph(ei, n, 2, tmp_path, x=torch.zeros(3, 2))
+
+
+def test_shard_server_in_process_serves_what_it_loaded(graph, tmp_path):
+    from distgcl.distributed.shards import GraphShardServer
+
+    ei, n, _, x, y = graph
+    m = partition_graph(ei, n, 2, tmp_path, x=x, y=y, order="random")
+    full = GraphShardServer(str(m.path), 1)
+    op = GraphShardServer(str(m.path), 1, serve="operator")
+    samp = GraphShardServer(str(m.path), 1, serve="sampling", dtype="float32")
+    assert op.info()["in_edges"] is None and samp.info()["nnz"] is None
+    assert full.info()["nnz"] == op.info()["nnz"] == m.shards[1]["nnz"]
+    ids = np.arange(n)
+    pos, rows = samp.features(ids)
+    assert pos.size == m.bounds[2] - m.bounds[1]
+    np.testing.assert_array_equal(rows, x.numpy()[ids[pos]])
+    with pytest.raises(RuntimeError, match="serve='operator'"):
+        op.in_degree(np.array([m.bounds[1]]))
+    with pytest.raises(RuntimeError, match="serve='sampling'"):
+        samp.matmul(np.zeros((1, 1)))
+    with pytest.raises(ValueError, match="unknown serve"):
+        GraphShardServer(str(m.path), 0, serve="everything")

@@ -154,7 +154,7 @@ def test_corrupted_shard_file_is_refused(ray_session, partitions, tmp_path):
     raw[100] ^= 0x01
     path.write_bytes(bytes(raw))
     with pytest.raises(ShardChecksumError, match="does not match"):
-        GraphShards(copy, num_cpus=0.1, max_restarts=0, timeout=120)
+        GraphShards(copy, num_cpus=0.1, timeout=120)  # default restarts: no retry loop
 
 
 def test_sampled_subgraphs_equal_the_local_sampler(graph, started):
