@@ -1,6 +1,6 @@
 """Typed, validated run configuration: YAML file + ``--set KEY=VALUE`` overrides.
 
-A config has fixed sections (``data``, ``model``, ``augment``, ``train``, ``eval``) and one
+A config has fixed sections (``data``, ``model``, ``augment``, ``train``, ``eval``, ``dist``) and one
 section per method (``grace``, ``nml``, ``e2neg``, ...). Method sections are registered by the
 method modules themselves (:func:`register_section`), so adding a method never edits this file.
 
@@ -78,7 +78,8 @@ class DataConfig:
     cache: str | None = None
     """Writable cache for processed files. Default: $DISTGCL_CACHE, else ~/.cache/distgcl."""
     path: str | None = None
-    """For ``name: file``: a ``.pt`` file holding a PyG ``Data`` with x, edge_index, y."""
+    """For ``name: file``: a ``.pt`` file holding a PyG ``Data`` with x, edge_index (y and
+    train/val/test masks optional: without y the run trains and skips label-based evaluation)."""
     download: bool = False
     """Let PyG/OGB download missing raw files (needs network)."""
     normalize_features: bool = False
@@ -144,7 +145,8 @@ class TrainConfig:
     progress: bool = True
     """Show a progress bar."""
     checkpoint_every: int = 0
-    """Save a resumable checkpoint every N epochs into ``<out>/checkpoints`` (0: never)."""
+    """Save a resumable checkpoint every N optimizer steps into ``<out>/checkpoints`` (0: never;
+    full-batch methods take one step per epoch, so N steps = N epochs)."""
     resume: bool = True
     """Continue from the newest complete checkpoint in ``<out>/checkpoints`` if there is one."""
 
@@ -174,8 +176,13 @@ class EvalConfig:
     clustering: bool = True
     """k-means NMI/ARI/FMI for single-label datasets."""
     clustering_runs: int = 3
-    save_embeddings: bool = False
-    """Write the frozen embeddings to ``<out>/embeddings.pt`` (to re-run evaluations later)."""
+    save_embeddings: bool = True
+    """Write the final node embeddings (float32 ``[N, d]``) to ``<out>/embeddings.pt``."""
+    save_embeddings_npy: bool = False
+    """Also write them as ``<out>/embeddings.npy`` (for numpy users)."""
+    embed_batch_size: int = 65536
+    """Rows per sparse product when computing the embeddings (run and ``distgcl embed``; 0: all
+    rows at once). Bounds the temporaries, not the result; the numbers do not depend on it."""
 
     def validate(self, prefix: str) -> None:
         check_at_least(f"{prefix}.probe_seeds", self.probe_seeds, 1)
@@ -184,6 +191,51 @@ class EvalConfig:
         check_at_least(f"{prefix}.probe_weight_decay", self.probe_weight_decay, 0.0)
         check_at_least(f"{prefix}.probe_eval_every", self.probe_eval_every, 1)
         check_at_least(f"{prefix}.clustering_runs", self.clustering_runs, 1)
+        check_at_least(f"{prefix}.embed_batch_size", self.embed_batch_size, 0)
+
+
+@dataclass(kw_only=True)
+class DistConfig:
+    """Distributed training through Ray Train (``distgcl train ... --num-workers N``)."""
+
+    num_workers: int | None = None
+    """Ray Train workers (data-parallel ranks); unset: the single-process loop."""
+    use_gpu: bool = False
+    """One GPU per worker (NCCL); otherwise CPU workers (gloo)."""
+    cpus_per_worker: int | None = None
+    """CPUs reserved per worker (default: ``train.threads`` or 1)."""
+    storage_path: str | None = None
+    """Where the run directory lives; must be shared (NFS, ...) on a multi-node cluster
+    (default: ``$DISTGCL_STORAGE``, else ``./runs``)."""
+    run_name: str | None = None
+    """Run directory name under ``storage_path``; the same name resumes (default: from --out or
+    the method, dataset and time)."""
+    max_failures: int = 3
+    """Worker failures Ray Train recovers from (all workers restart from the last checkpoint);
+    -1: unlimited."""
+    checkpoint_every: int | None = None
+    """Checkpoint every N optimizer steps (default: ``train.checkpoint_every`` if set, else
+    about 20 checkpoints over the run)."""
+    keep_checkpoints: int = 2
+    """Complete checkpoints kept (>= 2: the newest may be damaged)."""
+    address: str | None = None
+    """Ray cluster to join (``auto``: the running one; default: ``$RAY_ADDRESS``, else a local
+    Ray started on 127.0.0.1)."""
+
+    def validate(self, prefix: str) -> None:
+        if self.num_workers is not None:
+            check_at_least(f"{prefix}.num_workers", self.num_workers, 1)
+        if self.cpus_per_worker is not None:
+            check_at_least(f"{prefix}.cpus_per_worker", self.cpus_per_worker, 1)
+        _check(self.max_failures >= -1,
+               f"{prefix}.max_failures must be >= -1 (got {self.max_failures})")
+        if self.checkpoint_every is not None:
+            check_at_least(f"{prefix}.checkpoint_every", self.checkpoint_every, 1)
+        check_at_least(f"{prefix}.keep_checkpoints", self.keep_checkpoints, 2)
+        if self.run_name is not None:
+            _check(bool(self.run_name) and "/" not in self.run_name and self.run_name not in
+                   (".", ".."), f"{prefix}.run_name must be a plain folder name "
+                   f"(got {self.run_name!r})")
 
 
 FIXED_SECTIONS: dict[str, type] = {
@@ -192,6 +244,7 @@ FIXED_SECTIONS: dict[str, type] = {
     "augment": AugmentConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
+    "dist": DistConfig,
 }
 METHOD_SECTIONS: dict[str, type] = {}
 
@@ -215,6 +268,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
     sections: dict[str, Any] = field(default_factory=dict)
     """Method sections by name (``grace``, ``nml``, ...), each a registered dataclass."""
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from distgcl.nn.nmn import MetricFactors, metric_logits
 from distgcl.typing import NodeIds, OptTensor
 
 
@@ -136,7 +137,8 @@ def grace_block_loss(h1: Tensor, h2: Tensor, anchor_ids: NodeIds, candidate_ids:
 
 
 def grace_loss(h1: Tensor, h2: Tensor, tau: float, *, chunk_size: int | None = None,
-               intra_view: bool = True) -> Tensor:
+               intra_view: bool = True, anchor_ids: OptTensor = None,
+               normalizer: int | None = None) -> Tensor:
     r"""Full-batch GRACE objective (Zhu et al., 2020), symmetric in the two views.
 
     .. math::
@@ -151,21 +153,32 @@ def grace_loss(h1: Tensor, h2: Tensor, tau: float, *, chunk_size: int | None = N
             block is recomputed in backward (activation checkpointing), so peak memory is
             O(BN) instead of O(N^2) at about 1.3x the compute (default: :obj:`None`, one chunk).
         intra_view (bool, optional): include intra-view negatives (default: :obj:`True`).
+        anchor_ids (Tensor, optional): only these anchors' terms (their rows of the objective,
+            against all N candidates): a data-parallel rank's share (default: all nodes).
+        normalizer (int, optional): divide the sum of the anchors' terms by
+            :math:`2\cdot\text{normalizer}` instead of :math:`2|A|`; with the global anchor
+            count the ranks' losses add up to the single-process objective (default: |A|).
 
     Returns:
         Tensor: scalar loss.
     """
     n = h1.size(0)
-    if chunk_size is None or chunk_size >= n:
-        return _grace_full_square(h1, h2, tau, intra_view)
+    if anchor_ids is None and (chunk_size is None or chunk_size >= n):
+        loss = _grace_full_square(h1, h2, tau, intra_view)
+        return loss if normalizer is None else loss * (n / normalizer)
     all_ids = torch.arange(n, device=h1.device)
+    anchors = all_ids if anchor_ids is None else anchor_ids
+    step = chunk_size or max(anchors.numel(), 1)
     total = h1.new_zeros(())
-    for start in range(0, n, chunk_size):
-        ids = all_ids[start:start + chunk_size]
-        block = checkpoint(_symmetric_block_sum, h1, h2, ids, all_ids, tau, intra_view,
-                           use_reentrant=False)
+    for start in range(0, anchors.numel(), step):
+        ids = anchors[start:start + step]
+        if chunk_size:
+            block = checkpoint(_symmetric_block_sum, h1, h2, ids, all_ids, tau, intra_view,
+                               use_reentrant=False)
+        else:
+            block = _symmetric_block_sum(h1, h2, ids, all_ids, tau, intra_view)
         total = total + block
-    return total / (2 * n)
+    return total / (2 * (normalizer if normalizer is not None else max(anchors.numel(), 1)))
 
 
 def _grace_full_square(h1: Tensor, h2: Tensor, tau: float, intra_view: bool) -> Tensor:
@@ -204,13 +217,17 @@ def _symmetric_block_sum(h1: Tensor, h2: Tensor, ids: Tensor, candidates: Tensor
 
 def sampled_grace_loss(h1: Tensor, h2: Tensor, tau: float, num_negatives: int,
                        generator: torch.Generator | None = None, *, anchor_ids: OptTensor = None,
-                       block_size: int = 1024, intra_view: bool = True) -> Tensor:
+                       block_size: int = 1024, intra_view: bool = True,
+                       normalizer: int | None = None) -> Tensor:
     r"""GRACE with K sampled negatives per anchor, for graphs where :math:`N \times N` does not fit.
 
     Anchors are processed in blocks of ``block_size``; each block shares ``num_negatives``
     candidate nodes drawn uniformly (with replacement) from all N nodes, used from both views
     (so 2K negatives per anchor when ``intra_view``); an anchor's own node is masked out.
     Space complexity: O(block_size * K) per block.
+
+    ``normalizer`` (default: the number of anchors) divides the anchors' summed terms, as in
+    :func:`grace_loss`. Candidates are drawn on ``generator``'s device.
 
     Returns:
         Tensor: scalar loss, the mean over anchors and both directions.
@@ -220,13 +237,15 @@ def sampled_grace_loss(h1: Tensor, h2: Tensor, tau: float, num_negatives: int,
     n = h1.size(0)
     if anchor_ids is None:
         anchor_ids = torch.arange(n, device=h1.device)
-    losses = []
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    total = h1.new_zeros(())
     for start in range(0, anchor_ids.numel(), block_size):
         ids = anchor_ids[start:start + block_size]
-        cand = torch.randint(0, n, (num_negatives,), generator=generator).to(h1.device)
-        losses.append(grace_block_loss(h1, h2, ids, cand, tau, intra_view))
-        losses.append(grace_block_loss(h2, h1, ids, cand, tau, intra_view))
-    return torch.cat(losses).mean()
+        cand = torch.randint(0, n, (num_negatives,), generator=generator,
+                             device=gen_device).to(h1.device)
+        total = total + _symmetric_block_sum(h1, h2, ids, cand, tau, intra_view)
+    count = normalizer if normalizer is not None else max(anchor_ids.numel(), 1)
+    return total / (2 * count)
 
 
 
@@ -338,48 +357,53 @@ def _symmetric_sums(uv: NMLTerms, vu: NMLTerms) -> Tensor:
                         (0.5 * (uv.info_nce + vu.info_nce)).sum(), (0.5 * (uv.kl + vu.kl)).sum()])
 
 
-def _nml_block(u: Tensor, v: Tensor, gu: Tensor, gv: Tensor, anchor_ids: NodeIds,
+def _nml_block(u: Tensor, v: Tensor, metric: MetricFactors, anchor_ids: NodeIds,
                candidate_ids: NodeIds, tau: float, c: float, include_positive: bool,
                alpha: float | None) -> Tensor:
     """Sum over a block of anchors of the symmetric per-anchor NML loss, plus the parts' sums."""
     mask = None if include_positive else _self_mask(anchor_ids, candidate_ids)  # [B, K]
+    f = metric.index(anchor_ids, candidate_ids)
     out = []
-    for a, p, ga, gc in ((u, v, gu, gv), (v, u, gv, gu)):  # U->V then V->U
-        gan, gcn = F.normalize(ga[anchor_ids], dim=-1), F.normalize(gc[candidate_ids], dim=-1)
-        metric = gan @ gcn.t() if gcn.dim() == 2 else torch.einsum("bd,bkd->bk", gan, gcn)
-        out.append(nml_direction_loss(a[anchor_ids], p[anchor_ids], p[candidate_ids], metric,
-                                      tau, c, candidate_mask=mask,
+    for a, p, fa, fc in ((u, v, f.anchor_u, f.candidate_v),  # U->V then V->U
+                         (v, u, f.anchor_v, f.candidate_u)):
+        out.append(nml_direction_loss(a[anchor_ids], p[anchor_ids], p[candidate_ids],
+                                      metric_logits(fa, fc), tau, c, candidate_mask=mask,
                                       count_positive=include_positive, alpha=alpha))
     (uv, vu) = out
     return _symmetric_sums(uv, vu)
 
 
-def _nml_full_square(u: Tensor, v: Tensor, gu: Tensor, gv: Tensor, tau: float, c: float,
+def _nml_full_square(u: Tensor, v: Tensor, metric: MetricFactors, tau: float, c: float,
                      include_positive: bool, alpha: float | None) -> Tensor:
-    """Full batch: the V->U matrices are the transposes of the U->V ones, so each N x N matrix
-    is computed once, and the self-mask is the diagonal (no N x N mask).
+    """Full batch: the V->U similarity matrix is the transpose of the U->V one (and, for a
+    Siamese metric, so is the metric matrix), so each N x N matrix is computed once, and the
+    self-mask is the diagonal (no N x N mask).
 
     Space complexity: O(N^2) (two N x N matrices plus one per direction and their grads)."""
     n = u.size(0)
     sim = F.normalize(u, dim=1) @ F.normalize(v, dim=1).t() / tau  # [N, N] s(u_i, v_j)/tau
     pos = sim.diagonal().clone()  # [N] (a copy, so autograd does not keep all of sim alive)
-    metric = F.normalize(gu, dim=1) @ F.normalize(gv, dim=1).t()  # [N, N] cos(g(u_i), g(v_j))
+    uv = metric.anchor_u @ metric.candidate_v.t()  # [N, N] metric logits U->V
+    vu = uv.t() if metric.siamese else metric.anchor_v @ metric.candidate_u.t()
     if include_positive:
-        rows, cols, count = metric.sum(1), metric.sum(0), float(n)
+        count, uv_sum, vu_sum = float(n), uv.sum(1), vu.sum(1)
     else:
-        diag = metric.diagonal()
-        rows, cols, count = metric.sum(1) - diag, metric.sum(0) - diag, float(n - 1)
-        metric.diagonal().fill_(float("-inf"))  # the self pair is not a candidate
+        count = float(n - 1)
+        uv_sum, vu_sum = uv.sum(1) - uv.diagonal(), vu.sum(1) - vu.diagonal()
+        uv.diagonal().fill_(float("-inf"))  # the self pair is not a candidate (in place: for a
+        if not metric.siamese:              # Siamese metric vu is uv's transpose and sees it too)
+            vu.diagonal().fill_(float("-inf"))
     counts = u.new_full((n,), count)
-    uv = _nml_terms_masked(pos, sim, metric, rows, counts, c, include_positive, alpha)
-    vu = _nml_terms_masked(pos, sim.t(), metric.t(), cols, counts, c, include_positive, alpha)
-    return _symmetric_sums(uv, vu)
+    terms_uv = _nml_terms_masked(pos, sim, uv, uv_sum, counts, c, include_positive, alpha)
+    terms_vu = _nml_terms_masked(pos, sim.t(), vu, vu_sum, counts, c, include_positive, alpha)
+    return _symmetric_sums(terms_uv, terms_vu)
 
 
-def nml_loss(u: Tensor, v: Tensor, gu: Tensor, gv: Tensor, tau: float, c: float, *,
+def nml_loss(u: Tensor, v: Tensor, metric: MetricFactors, tau: float, c: float, *,
              anchor_ids: OptTensor = None, candidate_ids: OptTensor = None,
              include_positive: bool = False, alpha: float | None = None,
-             chunk_size: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+             chunk_size: int | None = None, normalizer: int | None = None
+             ) -> tuple[Tensor, dict[str, Tensor]]:
     r"""The symmetric NML-GCL objective (Eq. 7 of the paper), one code path for every mode.
 
     .. math::
@@ -388,8 +412,9 @@ def nml_loss(u: Tensor, v: Tensor, gu: Tensor, gv: Tensor, tau: float, c: float,
 
     where :math:`\mathcal{L}_i^{UV}` is :func:`nml_direction_loss` with anchor :math:`u_i`,
     positive :math:`v_i`, candidates :math:`v_j` and metric
-    :math:`m^{UV}_{ij} = \mathrm{softmax}_j \cos(g(u_i), g(v_j))`, and symmetrically for
-    :math:`VU`. Only inter-view negatives are used (as the official code).
+    :math:`m^{UV}_{ij} = \mathrm{softmax}_j \langle a^U_i, c^V_j\rangle` (the NMN's
+    :class:`~distgcl.nn.nmn.MetricFactors`; :math:`\cos(g(u_i), g(v_j))` for the Siamese NMN),
+    and symmetrically for :math:`VU`. Only inter-view negatives are used (as the official code).
 
     * **Full batch** (the paper): ``anchor_ids = candidate_ids = None`` (all N rows); the
       candidates of :math:`i` are all :math:`j \ne i`, :math:`n_i = N-1`, :math:`\alpha = c(N-1)`.
@@ -405,8 +430,8 @@ def nml_loss(u: Tensor, v: Tensor, gu: Tensor, gv: Tensor, tau: float, c: float,
 
     Args:
         u, v (Tensor): embeddings of the two views :math:`(N, d)` (rows = nodes or local ids).
-        gu, gv (Tensor): the same rows mapped by the metric network, :math:`g(u), g(v)`
-            :math:`(N, d')` (pass ``u, v`` themselves for the plain-cosine metric).
+        metric (MetricFactors): the same rows mapped by the metric network, ``nmn(u, v)``
+            (``MetricFactors.of_siamese(u, v)`` for the plain-cosine metric).
         tau (float): temperature of the InfoNCE part.
         c (float): :math:`\alpha = c \cdot n_i`.
         anchor_ids (Tensor, optional): anchor rows (default: all rows).
@@ -419,6 +444,9 @@ def nml_loss(u: Tensor, v: Tensor, gu: Tensor, gv: Tensor, tau: float, c: float,
         chunk_size (int, optional): anchors per chunk; each chunk's :math:`(B_c, K)` blocks are
             recomputed in backward (activation checkpointing), so memory is O(B_c K) instead of
             O(BK), e.g. O(N) instead of O(N^2) in full batch (default: :obj:`None`, one block).
+        normalizer (int, optional): divide the anchors' summed terms by this instead of the
+            number of anchors: the global anchor count of a data-parallel step, so the ranks'
+            losses add up (default: :obj:`None`).
 
     Returns:
         (Tensor, dict): the scalar loss and detached means ``info_nce``, ``kl`` of the parts.
@@ -426,8 +454,9 @@ def nml_loss(u: Tensor, v: Tensor, gu: Tensor, gv: Tensor, tau: float, c: float,
     Space complexity: O(BK) for B anchors and K candidates (O(N^2) in full batch, unchunked).
     """
     n = u.size(0)
-    if u.shape != v.shape or gu.size(0) != n or gv.size(0) != n:
-        raise ValueError("u, v, gu, gv must have the same number of rows and u, v the same shape")
+    if u.shape != v.shape or any(f.size(0) != n for f in metric):
+        raise ValueError("u, v and the metric factors must have the same number of rows and "
+                         "u, v the same shape")
     all_ids = torch.arange(n, device=u.device)
     anchors = all_ids if anchor_ids is None else anchor_ids
     cands = all_ids if candidate_ids is None else candidate_ids
@@ -435,15 +464,15 @@ def nml_loss(u: Tensor, v: Tensor, gu: Tensor, gv: Tensor, tau: float, c: float,
         raise ValueError("per-anchor candidate_ids must have one row per anchor")
     b = anchors.numel()
     if anchor_ids is None and candidate_ids is None and (chunk_size is None or chunk_size >= b):
-        sums = _nml_full_square(u, v, gu, gv, tau, c, include_positive, alpha)
+        sums = _nml_full_square(u, v, metric, tau, c, include_positive, alpha)
     elif chunk_size is None or chunk_size >= b:
-        sums = _nml_block(u, v, gu, gv, anchors, cands, tau, c, include_positive, alpha)
+        sums = _nml_block(u, v, metric, anchors, cands, tau, c, include_positive, alpha)
     else:
         sums = u.new_zeros(3)
         for start in range(0, b, chunk_size):
             ids = anchors[start:start + chunk_size]
             block_cands = cands if cands.dim() == 1 else cands[start:start + chunk_size]
-            sums = sums + checkpoint(_nml_block, u, v, gu, gv, ids, block_cands, tau, c,
+            sums = sums + checkpoint(_nml_block, u, v, metric, ids, block_cands, tau, c,
                                      include_positive, alpha, use_reentrant=False)
-    means = sums / max(b, 1)
+    means = sums / (normalizer if normalizer is not None else max(b, 1))
     return means[0], {"info_nce": means[1].detach(), "kl": means[2].detach()}

@@ -1,18 +1,30 @@
-"""The single-process training run: config -> dataset -> method -> epochs -> evaluation -> results.
+"""The one training loop: config -> dataset -> method -> epochs -> evaluation -> results.
 
-``run_training(config, out_dir)`` is what ``distgcl train`` calls. It writes into ``out_dir``:
+``run_training(config, out_dir)`` is what ``distgcl train`` runs in one process; every Ray Train
+worker runs the same function with its own :class:`~distgcl.runtime.Runtime`
+(:mod:`distgcl.distributed.trainer`), so there is exactly one epoch loop. It writes into the run
+directory (rank 0 only):
 
-- ``metrics.jsonl``: one line per epoch (``epoch``, ``loss``, ``seconds`` and method stats),
-- ``result.json``: method, dataset, seed, resolved config, metrics, timing, memory,
+- ``metrics.jsonl``: one line per epoch (``epoch``, ``loss``, ``seconds``, method stats; summed
+  over ranks), each epoch exactly once, also across resumes,
+- ``result.json``: method, dataset, seed, resolved config, metrics (``metrics["skipped"]``: what
+  was not computed and why, e.g. no labels), timing, memory, world size, outputs,
+- ``embeddings.pt`` (float32 ``[N, d]``; ``.npy`` too on request) and ``encoder.pt`` (the trained
+  encoder and what rebuilds it; ``distgcl embed`` reads it): :mod:`distgcl.export`,
 - ``training_curve.png``: loss and seconds per epoch,
-- ``checkpoints/step-N`` when ``train.checkpoint_every > 0`` (a rerun with the same ``out_dir``
-  resumes from the newest one and reproduces the uninterrupted run exactly on CPU),
-- ``last_good.pt`` if the loss diverged (the state before the bad epoch).
+- checkpoints every ``train.checkpoint_every`` optimizer steps (``<out>/checkpoints/step-N``, or
+  ``{storage}/{run}/step-N`` under Ray): a rerun with the same directory resumes from the newest
+  intact one and reproduces the uninterrupted run exactly on CPU (mid-epoch too),
+- ``progress.json``: a heartbeat ``{"global_step", "epoch", "time"}`` refreshed at most once a
+  second, and ``resumes.jsonl``: one line per resume (the step it resumed from, when the
+  checkpoint was loaded and when the first new step finished),
+- ``last_good.pt`` if the loss diverged (a recent state before the bad step).
 """
 from __future__ import annotations
 
 import copy
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -22,12 +34,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from distgcl.checkpoint import CheckpointManager
+from distgcl.checkpoint import atomic_torch_save, atomic_write_text
 from distgcl.config import Config
 from distgcl.data import GraphDataset, default_cache, load_from_config
 from distgcl.eval import clustering_scores, linear_probe, normalize_embeddings
+from distgcl.export import (EMBEDDINGS_FILE, ENCODER_FILE, node_embeddings, save_embeddings,
+                            save_encoder)
 from distgcl.memory import PhasePeak, peak_rss_mb
 from distgcl.methods import GraphInfo, Method, TrainingDiverged, build_method
+from distgcl.runtime import Runtime
+from distgcl.work import Work
+
+FAIL_AT_ENV = "DISTGCL_FAIL_AT"
+"""Test switch: ``rank:step[,rank:step...]`` makes that rank exit once after that global step."""
+STEP_DELAY_ENV = "DISTGCL_STEP_DELAY"
+"""Test/demo switch: sleep this many seconds after every step (a window to kill a process in)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -37,29 +58,53 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-            "python": random.getstate()}
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _snapshot(method: Method) -> dict[str, Any]:
-    return {"model": copy.deepcopy(method.state_dict()),
-            "optimizers": copy.deepcopy(method.optimizer_state())}
+def write_outputs(method: Method, dataset: GraphDataset, config: Config, out: Path | None,
+                  progress: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The run's product, computed and written once (by the chief): ``embeddings.pt`` (float32
+    ``[N, d]``, + ``.npy`` with ``eval.save_embeddings_npy``) and ``encoder.pt``
+    (:mod:`distgcl.export`). Returns the embeddings and what ``result.json`` records of them."""
+    e, data = config.eval, dataset.data
+    z = node_embeddings(method.encoder, data, e.embed_batch_size,
+                        progress and 0 < e.embed_batch_size < data.num_nodes)
+    outputs: dict[str, Any] = {"embedding_shape": list(z.shape)}
+    if out is not None:
+        save_encoder(out / ENCODER_FILE, method.encoder, config.to_dict(), dataset=dataset.name,
+                     num_nodes=data.num_nodes)
+        outputs["encoder"] = ENCODER_FILE
+        if e.save_embeddings:
+            written = save_embeddings(z, out / EMBEDDINGS_FILE, npy=e.save_embeddings_npy)
+            outputs["embeddings"] = [p.name for p in written]
+    return z, outputs
 
 
 def evaluate(method: Method, dataset: GraphDataset, config: Config,
-             out: Path | None = None) -> dict[str, Any]:
-    """Linear probe over ``eval.probe_seeds`` seeds, plus clustering for single-label data."""
+             z: torch.Tensor) -> dict[str, Any]:
+    """Linear probe over ``eval.probe_seeds`` seeds, plus clustering for single-label data, on
+    the embeddings ``z`` (those written to ``embeddings.pt``). ``metrics["skipped"]`` names each
+    metric not computed and why (a label-free graph skips both, saying so in one line)."""
     e = config.eval
     data = dataset.data
-    z = method.embed(data).detach().cpu()
-    if out is not None and e.save_embeddings:
-        torch.save(z, out / "embeddings.pt")
+    if not dataset.has_labels:
+        reason = "the graph has no labels (data.y)"
+        print(f"distgcl: {dataset.name}: {reason}: linear probe and clustering skipped; "
+              f"the embeddings are the result", flush=True)
+        return {"skipped": {"linear_probe": reason, "clustering": reason}}
+    skipped: dict[str, str] = {}
     splits = [dataset.split_masks(config.train.seed * 1000 + s) for s in range(e.probe_seeds)]
     probe = linear_probe(normalize_embeddings(z, e.normalize), data.y.cpu(), splits,
                          epochs=e.probe_epochs, lr=e.probe_lr, weight_decay=e.probe_weight_decay,
@@ -68,14 +113,18 @@ def evaluate(method: Method, dataset: GraphDataset, config: Config,
     metrics: dict[str, Any] = {}
     if dataset.multilabel:
         metrics.update(rocauc_mean=probe.mean, rocauc_std=probe.std, rocauc_per_seed=probe.scores)
+        skipped["clustering"] = "multi-label data (k-means needs one class per node)"
     else:
         metrics.update(accuracy_mean=probe.mean, accuracy_std=probe.std,
                        accuracy_per_seed=probe.scores)
         if e.clustering:
             metrics.update(clustering_scores(z, data.y.cpu(), dataset.num_classes,
                                              e.clustering_runs, seed=config.train.seed))
+        else:
+            skipped["clustering"] = "eval.clustering is false"
         if hasattr(method, "false_negative_diagnostic"):
             metrics["false_negative"] = method.false_negative_diagnostic(data)
+    metrics["skipped"] = skipped
     return metrics
 
 
@@ -101,101 +150,305 @@ def plot_curve(records: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def run_training(config: Config, out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train ``config.method`` on ``config.data`` and evaluate; see the module docstring."""
+def checkpoint_interval(config: Config, world_size: int, total_steps: int) -> int:
+    """Optimizer steps between checkpoints (0: none). A distributed run always keeps a
+    resumable state: ``dist.checkpoint_every``, else ``train.checkpoint_every``, else about 20
+    checkpoints over the run (each one is a ``ray.train.report`` barrier)."""
+    if world_size > 1 or config.dist.num_workers is not None:
+        every = config.dist.checkpoint_every or config.train.checkpoint_every
+        return every or max(1, -(-total_steps // 20))
+    return config.train.checkpoint_every
+
+
+class _LineBar(tqdm):
+    """tqdm that prints whole lines (a Ray worker's output is forwarded line by line, so the
+    usual carriage-return updates would arrive as one line at the end)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs, mininterval=10.0, ascii=True)
+
+    _last = ""
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        line = (self.__str__() if msg is None else msg).strip()
+        if line and line != self._last:
+            print(line, flush=True)
+            self._last = line
+        return True
+
+
+def progress_bar(total: int, initial: int, desc: str, *, enabled: bool, lines: bool) -> tqdm:
+    if lines and enabled:
+        return _LineBar(total=total, initial=initial, desc=desc, unit="step")
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled,
+                dynamic_ncols=True, mininterval=1.0, unit="step")
+
+
+def _fail_points(rank: int) -> set[int]:
+    """Global steps after which this rank must exit once (``DISTGCL_FAIL_AT``)."""
+    out = set()
+    for item in filter(None, os.environ.get(FAIL_AT_ENV, "").split(",")):
+        r, s = item.split(":")
+        if int(r) == rank:
+            out.add(int(s))
+    return out
+
+
+def _maybe_fail(run_dir: Path | None, rank: int, step: int, points: set[int]) -> None:
+    if step not in points or run_dir is None:
+        return
+    marker = run_dir / f".fail-injected-rank{rank}-step{step}"
+    if marker.exists():
+        return
+    marker.write_text(str(os.getpid()))
+    print(f"distgcl: {FAIL_AT_ENV}: rank {rank} exits after step {step}", flush=True)
+    os._exit(3)
+
+
+class _Snapshot:
+    """The last good model/optimizer state for the divergence guard, refreshed at most every
+    ``20 x`` the time a copy takes (at least every second), so it costs under 5 % of training."""
+
+    def __init__(self, method: Method) -> None:
+        self.method, self.state, self.epoch = method, None, 0
+        self.cost, self.taken = 0.0, -float("inf")
+
+    def maybe_take(self, epoch: int) -> None:
+        now = time.perf_counter()
+        if now - self.taken < max(1.0, 20.0 * self.cost):
+            return
+        self.state = {"model": copy.deepcopy(self.method.state_dict()),
+                      "optimizers": copy.deepcopy(self.method.optimizer_state())}
+        self.epoch, self.taken = epoch, time.perf_counter()
+        self.cost = self.taken - now
+
+
+class _Heartbeat:
+    """The chief's ``progress.json`` (at most once a second) and ``resumes.jsonl``."""
+
+    def __init__(self, run_dir: Path | None) -> None:
+        self.run_dir, self.last = run_dir, 0.0
+
+    def beat(self, global_step: int, epoch: int) -> None:
+        now = time.time()
+        if self.run_dir is None or now - self.last < 1.0:
+            return
+        self.last = now
+        atomic_write_text(self.run_dir / "progress.json", json.dumps(
+            {"global_step": global_step, "epoch": epoch, "time": now}) + "\n")
+
+    def resumed(self, info: dict[str, Any], global_step: int) -> None:
+        if self.run_dir is None:
+            return
+        with (self.run_dir / "resumes.jsonl").open("a") as fh:
+            fh.write(json.dumps({**info, "first_step": global_step,
+                                 "first_step_done": time.time(), "pid": os.getpid()}) + "\n")
+
+
+def _load_dataset(config: Config, runtime: Runtime) -> GraphDataset:
+    # rank 0 first: it processes the raw files into the cache the others then read
+    return runtime.chief_first(lambda: load_from_config(config.data, seed=config.train.seed))
+
+
+def run_training(config: Config, out_dir: str | Path | None = None,
+                 runtime: Runtime | None = None) -> dict[str, Any]:
+    """Train ``config.method`` on ``config.data`` and evaluate; see the module docstring.
+
+    ``runtime`` is this process's place in the run (default: the single-process
+    :class:`~distgcl.runtime.Runtime` writing into ``out_dir``).
+    """
     t = config.train
+    out = Path(out_dir) if out_dir is not None else None
+    runtime = runtime if runtime is not None else Runtime(
+        out, torch.device(t.device), keep_checkpoints=max(2, config.dist.keep_checkpoints))
     if t.threads is not None:
         torch.set_num_threads(t.threads)
-    seed_everything(t.seed)
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
+    chief = runtime.is_chief
+    if out is not None and chief:
         out.mkdir(parents=True, exist_ok=True)
+    device = runtime.device
+    work = Work(rank=runtime.rank, world_size=runtime.world_size, seed=t.seed, device=device)
 
-    dataset = load_from_config(config.data, seed=t.seed)
-    device = torch.device(t.device)
+    dataset = _load_dataset(config, runtime)
     data = dataset.data.to(device)
     info = GraphInfo(num_nodes=data.num_nodes, num_features=data.num_features,
                      num_classes=dataset.num_classes, multilabel=dataset.multilabel)
-    method = build_method(config, info).to(device)
+    seed_everything(t.seed)  # identical initial parameters on every rank
+    method = build_method(config, info, work).to(device)
     method.configure_optimizers()
+    seed_everything(work.global_seed())  # then one global stream per rank (e.g. RReLU)
     cache_root = Path(config.data.cache) if config.data.cache else default_cache()
 
+    state = runtime.load_checkpoint() if t.resume else None
     prep_start = time.perf_counter()
-    method.prepare(data, cache_root / "methods" / method.name)
+    prepared = state.get("prepared") if state is not None else None
+    runtime.chief_first(lambda: method.prepare(data, cache_root / "methods" / method.name,
+                                               prepared=prepared))
     prepare_seconds = time.perf_counter() - prep_start
 
+    steps_per_epoch = method.steps_per_epoch(data)
+    every = checkpoint_interval(config, runtime.world_size, t.epochs * steps_per_epoch)
     records: list[dict[str, Any]] = []
-    start_epoch = 1
-    manager = CheckpointManager(out / "checkpoints") if out is not None else None
-    if manager is not None and t.resume:
-        state = manager.load()
-        if state is not None:
-            method.load_state_dict(state["model"])
-            method.load_optimizer_state(state["optimizers"])
-            _set_rng_state(state["rng"])
-            records = state["records"]
-            start_epoch = state["epoch"] + 1
+    start_epoch, start_step, global_step = 1, 0, 0
+    partial = _empty_partial()
+    if state is not None:
+        method.load_state_dict(state["model"])
+        method.load_optimizer_state(state["optimizers"])
+        if len(state["ranks"]) == runtime.world_size:
+            mine = state["ranks"][runtime.rank]
+            method.set_extra_state(mine["extra"])
+            _set_rng_state(mine["rng"])
+            partial = mine["partial"]
+        elif chief:  # elastic resize: weights and optimizers carry over, the RNG streams cannot
+            print(f"distgcl: checkpoint written by {len(state['ranks'])} ranks, resuming on "
+                  f"{runtime.world_size}: random streams restart from the seed", flush=True)
+        records = state["records"]
+        start_epoch, start_step = state["epoch"], state["step_in_epoch"]
+        global_step = state["global_step"]
+        if start_step >= steps_per_epoch:
+            start_epoch, start_step, partial = start_epoch + 1, 0, _empty_partial()
+    method.wrap_modules(runtime.wrap)
 
     metrics_path = out / "metrics.jsonl" if out is not None else None
-    if metrics_path is not None:
-        metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    last_good = _snapshot(method)
-    bar = tqdm(range(start_epoch, t.epochs + 1), desc=f"{method.name}/{dataset.name}",
-               disable=not t.progress, dynamic_ncols=True, mininterval=1.0, initial=start_epoch - 1,
-               total=t.epochs)
+    if metrics_path is not None and chief:
+        atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in records))
+    snapshot = _Snapshot(method)
+    fail_points = _fail_points(runtime.rank)
+    step_delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
+    total_steps = t.epochs * steps_per_epoch
+    bar = progress_bar(total_steps, global_step, f"{method.name}/{dataset.name}",
+                       enabled=t.progress and chief, lines=runtime.world_size > 1)
+    anchors_done, train_seconds = 0.0, 0.0
+    heartbeat = _Heartbeat(out if chief else None)
+    resumed = {"from_step": global_step, "loaded": time.time()} if state is not None else None
     training_memory = PhasePeak().start()
-    for epoch in bar:
+    for epoch in range(start_epoch, t.epochs + 1):
+        first = start_step if epoch == start_epoch else 0
+        if first == 0:
+            partial = _empty_partial()
+        snapshot.maybe_take(epoch - 1)
         tick = time.perf_counter()
+        step_in_epoch = first
+        due = False
         try:
-            sums: dict[str, float] = {}
-            steps = 0
-            for batch in method.batches(data):
-                for key, value in method.training_step(batch).items():
-                    sums[key] = sums.get(key, 0.0) + value
-                steps += 1
+            for batch in method.batches(data, epoch, start_step=first):
+                stats = method.training_step(batch)
+                if step_delay:
+                    time.sleep(step_delay)
+                for key, value in stats.items():
+                    partial["sums"][key] = partial["sums"].get(key, 0.0) + value
+                partial["steps"] += 1
+                step_in_epoch += 1
+                global_step += 1
+                anchors_done += stats.get("anchors", 0.0)
+                bar.update(1)
+                heartbeat.beat(global_step, epoch)
+                if resumed is not None:
+                    heartbeat.resumed(resumed, global_step)
+                    resumed = None
+                due = bool(every) and global_step % every == 0
+                if due and step_in_epoch < steps_per_epoch:  # mid-epoch checkpoint
+                    now = time.perf_counter()
+                    partial["seconds"] += now - tick
+                    train_seconds += now - tick
+                    _checkpoint(runtime, method, config, global_step, epoch, step_in_epoch,
+                                partial, records)
+                    tick = time.perf_counter()
+                    _maybe_fail(out, runtime.rank, global_step, fail_points)
+                elif step_in_epoch < steps_per_epoch:
+                    _maybe_fail(out, runtime.rank, global_step, fail_points)
         except TrainingDiverged as exc:
-            method.load_state_dict(last_good["model"])
-            method.load_optimizer_state(last_good["optimizers"])
+            bar.close()
             where = ""
-            if out is not None:
-                torch.save({**last_good, "epoch": epoch - 1}, out / "last_good.pt")
-                where = f"; last good state (epoch {epoch - 1}) saved to {out / 'last_good.pt'}"
+            if snapshot.state is not None:
+                method.load_state_dict(snapshot.state["model"])
+                method.load_optimizer_state(snapshot.state["optimizers"])
+                if out is not None and chief:
+                    atomic_torch_save({**snapshot.state, "epoch": snapshot.epoch},
+                                      out / "last_good.pt")
+                    where = (f"; last good state (epoch {snapshot.epoch}) saved to "
+                             f"{out / 'last_good.pt'}")
             raise TrainingDiverged(f"epoch {epoch}: {exc}{where}") from None
-        record = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()},
-                  "seconds": time.perf_counter() - tick}
+        elapsed = time.perf_counter() - tick
+        partial["seconds"] += elapsed
+        train_seconds += elapsed
+        steps = max(partial["steps"], 1)
+        means = {k: (v if k == "anchors" else v / steps) for k, v in partial["sums"].items()}
+        record = {"epoch": epoch, **runtime.all_reduce_sum(means), "seconds": partial["seconds"]}
         records.append(record)
-        if metrics_path is not None:
+        if metrics_path is not None and chief:
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
-        bar.set_postfix(loss=f"{record['loss']:.4f}")
-        last_good = _snapshot(method)
-        if manager is not None and t.checkpoint_every and epoch % t.checkpoint_every == 0:
-            manager.save(epoch, {"model": method.state_dict(),
-                                 "optimizers": method.optimizer_state(), "rng": _rng_state(),
-                                 "records": records, "epoch": epoch})
+        bar.set_postfix(epoch=epoch, loss=f"{record['loss']:.4f}", refresh=False)
+        if due:  # the epoch's last step was a checkpoint step: save it with the epoch's record
+            _checkpoint(runtime, method, config, global_step, epoch, step_in_epoch,
+                        _empty_partial(), records)
+        _maybe_fail(out, runtime.rank, global_step, fail_points)
     bar.close()
     training_memory.stop()
-    train_seconds = sum(r["seconds"] for r in records)
 
-    eval_start = time.perf_counter()
-    metrics = evaluate(method, dataset, config, out)
-    eval_seconds = time.perf_counter() - eval_start
-    result = {
-        "method": config.method,
-        "dataset": dataset.name,
-        "seed": t.seed,
-        "config": config.to_dict(),
-        "metrics": metrics,
-        "timing": {"train_seconds": train_seconds,
-                   "seconds_per_epoch": train_seconds / max(len(records), 1),
-                   "prepare_seconds": prepare_seconds, "eval_seconds": eval_seconds},
-        "memory": {"peak_rss_mb": peak_rss_mb(), **training_memory.as_dict("training")},
-        "epochs_run": len(records),
-    }
-    if hasattr(method, "describe"):  # method-specific statistics (E2Neg: centres, purity, ...)
-        result["method_info"] = method.describe()
-    if out is not None:
-        (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-        if records:
-            plot_curve(records, out / "training_curve.png", f"{config.method} on {dataset.name}")
+    info_by_rank = runtime.all_gather_object({
+        "rank": runtime.rank, "pid": os.getpid(), "peak_rss_mb": peak_rss_mb(),
+        "train_seconds": train_seconds, "anchors": anchors_done,
+        "anchors_per_second": anchors_done / train_seconds if train_seconds > 0 else None})
+    result: dict[str, Any] = {}
+    if chief:
+        eval_start = time.perf_counter()
+        z, outputs = write_outputs(method, dataset, config, out, progress=t.progress)
+        metrics = evaluate(method, dataset, config, z)
+        eval_seconds = time.perf_counter() - eval_start
+        epoch_seconds = sum(r["seconds"] for r in records)
+        result = {
+            "method": config.method,
+            "dataset": dataset.name,
+            "seed": t.seed,
+            "config": config.to_dict(),
+            "metrics": metrics,
+            "timing": {"train_seconds": epoch_seconds,
+                       "seconds_per_epoch": epoch_seconds / max(len(records), 1),
+                       "prepare_seconds": prepare_seconds, "eval_seconds": eval_seconds,
+                       "steps_per_epoch": steps_per_epoch},
+            "memory": {"peak_rss_mb": peak_rss_mb(), **training_memory.as_dict("training"),
+                       "workers_peak_rss_mb": [r["peak_rss_mb"] for r in info_by_rank]},
+            "throughput": {"anchors_per_second_per_rank":
+                           [r["anchors_per_second"] for r in info_by_rank],
+                           "anchors_per_second": sum(r["anchors_per_second"] or 0.0
+                                                     for r in info_by_rank)},
+            "epochs_run": len(records),
+            "outputs": outputs,
+            **runtime.worker_info(),
+        }
+        if hasattr(method, "describe"):  # method-specific statistics (E2Neg: centres, purity)
+            result["method_info"] = method.describe()
+        if out is not None:
+            atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
+            if records:
+                plot_curve(records, out / "training_curve.png",
+                           f"{config.method} on {dataset.name}")
+    runtime.barrier()
+    runtime.report({"epochs_run": len(records), "global_step": global_step,
+                    **({"loss": records[-1]["loss"]} if records else {})})
     return result
+
+
+def _empty_partial() -> dict[str, Any]:
+    """Running sums of the current epoch (per rank; part of the checkpoint for mid-epoch resumes)."""
+    return {"sums": {}, "steps": 0, "seconds": 0.0}
+
+
+def _checkpoint(runtime: Runtime, method: Method, config: Config, global_step: int, epoch: int,
+                step_in_epoch: int, partial: dict[str, Any], records: list[dict[str, Any]]
+                ) -> None:
+    """Gather every rank's RNG streams and epoch sums, let the chief write the state (weights,
+    both optimizers, counters, records, E2Neg's prepared stars), report on all ranks."""
+    ranks = runtime.all_gather_object({"extra": method.get_extra_state(), "rng": _rng_state(),
+                                       "partial": copy.deepcopy(partial)})
+    state = None
+    if runtime.is_chief:
+        state = {"model": method.state_dict(), "optimizers": method.optimizer_state(),
+                 "ranks": ranks, "world_size": runtime.world_size, "epoch": epoch,
+                 "step_in_epoch": step_in_epoch, "global_step": global_step,
+                 "records": list(records), "prepared": method.prepared_state(),
+                 "config": config.to_dict()}
+    runtime.save_checkpoint(global_step, state or {}, {"epoch": epoch,
+                                                       "global_step": global_step})

@@ -8,7 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from distgcl.losses import info_nce, nml_direction_loss, nml_loss
-from distgcl.nn.nmn import NegativeMetricNetwork, masked_cosine_log_softmax, uniform_log_metric
+from distgcl.nn.nmn import (MetricFactors, NegativeMetricNetwork, masked_cosine_log_softmax,
+                            metric_log_probs, uniform_log_metric)
+
+siamese = MetricFactors.of_siamese
 
 N, D = 12, 6
 
@@ -36,7 +39,7 @@ def _naive_cross_view_infonce(u: torch.Tensor, v: torch.Tensor, tau: float) -> t
 def test_uniform_metric_equals_cross_view_infonce():
     u, v = _views()
     const = torch.ones(N, D, dtype=torch.float64)  # g(u) = g(v) = const => cos = 1 => m uniform
-    loss, parts = nml_loss(u, v, const, const, tau=0.5, c=0.1)
+    loss, parts = nml_loss(u, v, siamese(const, const), tau=0.5, c=0.1)
     expected = _naive_cross_view_infonce(u, v, 0.5)
     assert torch.allclose(loss, expected, atol=1e-6), (loss.item(), expected.item())
     assert abs(parts["kl"].item()) < 1e-6
@@ -69,7 +72,7 @@ def test_loss_gradient_finite_and_reaches_encoder_and_nmn():
     torch.manual_seed(0)
     u, v = (t.float().requires_grad_() for t in _views(3))
     nmn = NegativeMetricNetwork(D)
-    loss, _ = nml_loss(u, v, nmn.project(u), nmn.project(v), tau=0.5, c=0.1)
+    loss, _ = nml_loss(u, v, nmn(u, v), tau=0.5, c=0.1)
     loss.backward()
     for t in (u.grad, v.grad, *(p.grad for p in nmn.parameters())):
         assert t is not None and torch.isfinite(t).all()
@@ -79,27 +82,27 @@ def test_loss_gradient_finite_and_reaches_encoder_and_nmn():
 def test_loss_symmetric_in_views():
     u, v = _views(4)
     gu, gv = u.flip(1), v.flip(1)
-    a, _ = nml_loss(u, v, gu, gv, tau=0.5, c=0.1)
-    b, _ = nml_loss(v, u, gv, gu, tau=0.5, c=0.1)
+    a, _ = nml_loss(u, v, siamese(gu, gv), tau=0.5, c=0.1)
+    b, _ = nml_loss(v, u, siamese(gv, gu), tau=0.5, c=0.1)
     assert torch.allclose(a, b, atol=1e-12)
 
 
 def test_minibatch_blocks_with_all_other_nodes_equal_full_batch():
     u, v = _views(5)
     gu, gv = torch.tanh(u @ torch.ones(D, D, dtype=u.dtype) * 0.3 + u), torch.sin(v)
-    full, full_parts = nml_loss(u, v, gu, gv, tau=0.5, c=0.1)
+    full, full_parts = nml_loss(u, v, siamese(gu, gv), tau=0.5, c=0.1)
     # blocks of B anchors, each with an explicit per-anchor block of the N-1 other nodes
     others = torch.stack([torch.cat([torch.arange(i), torch.arange(i + 1, N)]) for i in range(N)])
     total = 0.0
     for ids in torch.arange(N).split(5):
-        block, _ = nml_loss(u, v, gu, gv, tau=0.5, c=0.1, anchor_ids=ids,
+        block, _ = nml_loss(u, v, siamese(gu, gv), tau=0.5, c=0.1, anchor_ids=ids,
                             candidate_ids=others[ids])
         total = total + block * ids.numel()
     assert torch.allclose(total / N, full, atol=1e-5)
     # shared block = all nodes (self masked) and the checkpointed chunks give the same loss
-    shared, _ = nml_loss(u, v, gu, gv, 0.5, 0.1, anchor_ids=torch.arange(N),
+    shared, _ = nml_loss(u, v, siamese(gu, gv), 0.5, 0.1, anchor_ids=torch.arange(N),
                          candidate_ids=torch.arange(N))
-    chunked, chunk_parts = nml_loss(u, v, gu, gv, 0.5, 0.1, chunk_size=5)
+    chunked, chunk_parts = nml_loss(u, v, siamese(gu, gv), 0.5, 0.1, chunk_size=5)
     assert torch.allclose(shared, full, atol=1e-5)
     assert torch.allclose(chunked, full, atol=1e-5)
     assert torch.allclose(chunk_parts["kl"], full_parts["kl"], atol=1e-5)
@@ -113,7 +116,7 @@ def test_chunked_gradient_equals_unchunked():
         nmn.zero_grad()
         uu, vv = u.clone().requires_grad_(), v.clone().requires_grad_()
         nmn.eval()  # deterministic RReLU
-        loss, _ = nml_loss(uu, vv, nmn.project(uu), nmn.project(vv), 0.5, 0.1, chunk_size=chunk)
+        loss, _ = nml_loss(uu, vv, nmn(uu, vv), 0.5, 0.1, chunk_size=chunk)
         loss.backward()
         grads.append(torch.cat([uu.grad.flatten(), nmn.fc1.weight.grad.flatten()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
@@ -133,20 +136,20 @@ def _official_semi_loss(z1, z2, g1, g2, tau, c):
 def test_include_positive_reproduces_official_code():
     u, v = _views(7)
     gu, gv = torch.cos(u), torch.sin(v) + 1
-    ours, _ = nml_loss(u, v, gu, gv, 0.8, 0.1, include_positive=True)
+    ours, _ = nml_loss(u, v, siamese(gu, gv), 0.8, 0.1, include_positive=True)
     ref = 0.5 * (_official_semi_loss(u, v, gu, gv, 0.8, 0.1)
                  + _official_semi_loss(v, u, gv, gu, 0.8, 0.1)).mean()
     assert torch.allclose(ours, ref, atol=1e-10)
-    default, _ = nml_loss(u, v, gu, gv, 0.8, 0.1)
+    default, _ = nml_loss(u, v, siamese(gu, gv), 0.8, 0.1)
     assert not torch.allclose(default, ref, atol=1e-6)  # the documented difference is real
 
 
 def test_nml_loss_shape_errors():
     u, v = _views()
     with pytest.raises(ValueError, match="same number of rows"):
-        nml_loss(u, v[:-1], u, v, 0.5, 0.1)
+        nml_loss(u, v[:-1], siamese(u, v), 0.5, 0.1)
     with pytest.raises(ValueError, match="one row per anchor"):
-        nml_loss(u, v, u, v, 0.5, 0.1, anchor_ids=torch.arange(3),
+        nml_loss(u, v, siamese(u, v), 0.5, 0.1, anchor_ids=torch.arange(3),
                  candidate_ids=torch.zeros(4, 2, dtype=torch.long))
 
 
@@ -163,15 +166,16 @@ def test_nmn_shapes_normalization_and_init():
     mask = torch.ones(4, 7, dtype=torch.bool)
     mask[0, :3] = False
     nmn.eval()
-    m = nmn(a, c, mask)
+    f = nmn(a, c)
+    m = metric_log_probs(f.anchor_u, f.candidate_v, mask).exp()
     assert m.shape == (4, 7)
     assert torch.allclose(m.sum(1), torch.ones(4), atol=1e-6)
     assert (m[0, :3] == 0).all()
     # per-anchor (B, K, d) candidates equal the shared (K, d) block
-    m3 = nmn(a, c.unsqueeze(0).expand(4, 7, D), mask)
+    m3 = metric_log_probs(f.anchor_u, f.candidate_v.unsqueeze(0).expand(4, 7, D), mask).exp()
     assert torch.allclose(m, m3, atol=1e-6)
     # formula: softmax over valid j of cos(g(a_i), g(c_j))
-    ga, gc = nmn.project(a), nmn.project(c)
+    ga, gc = nmn._g(a), nmn._g(c)
     cos = F.normalize(ga, dim=1) @ F.normalize(gc, dim=1).t()
     assert torch.allclose(m[1], torch.softmax(cos[1], 0), atol=1e-6)
 
@@ -181,10 +185,12 @@ def test_nmn_fully_masked_row_and_cosine_variant():
     assert list(nmn.parameters()) == []
     a, c = torch.randn(2, D), torch.randn(3, D)
     mask = torch.tensor([[False, False, False], [True, True, False]])
-    log_m = nmn.log_metric(a, c, mask)
+    f = nmn(a, c)
+    assert torch.equal(f.anchor_u, F.normalize(a, dim=1))  # no parameters: g is the identity
+    log_m = metric_log_probs(f.anchor_u, f.candidate_v, mask)
     assert not torch.isnan(log_m).any()
-    assert (nmn(a, c, mask)[0] == 0).all()
+    assert (log_m.exp()[0] == 0).all()
     with pytest.raises(ValueError, match="candidate_mask must have shape"):
-        nmn(a, c, mask[:, :2])
+        metric_log_probs(f.anchor_u, f.candidate_v, mask[:, :2])
     with pytest.raises(ValueError, match="NegativeMetricNetwork"):
         NegativeMetricNetwork(0)

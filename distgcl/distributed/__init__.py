@@ -1,6 +1,12 @@
-"""Distributed pieces of distgcl: the graph partitioner and graph-shard Ray actors.
+"""Distribution wraps methods, never forks them: the only package that imports Ray.
 
-Ray is imported only by the modules that need it (:mod:`distgcl.distributed.shards`,
-:mod:`distgcl.distributed.linalg`, :mod:`distgcl.distributed.sampling`), never here, so that
-importing :mod:`distgcl.distributed.partition` stays light.
+* :mod:`distgcl.distributed.ddp`: DDP whose all-reduce sums the ranks' gradients;
+* :mod:`distgcl.distributed.trainer`: Ray Train V2 — the worker runs :func:`distgcl.train.run_training`
+  with a Ray-backed runtime; checkpoints reported through ``ray.train.report``; resume by run name.
+* :mod:`distgcl.distributed.partition`: cut a graph into P row blocks on disk (no Ray);
+* :mod:`distgcl.distributed.shards`: the ``GraphShard`` actors serving those blocks;
+* :mod:`distgcl.distributed.linalg`: sharded block products and the distributed spectral step;
+* :mod:`distgcl.distributed.sampling`: mini-batch subgraphs sampled from the shards.
+
+Submodules are imported lazily (importing this package does not import Ray).
 """

@@ -19,13 +19,14 @@ def register_method(name: str, section_cls: type):  # type: ignore[no-untyped-de
     return wrap
 
 
-def build_method(config, info: GraphInfo) -> Method:  # type: ignore[no-untyped-def]
-    """Instantiate the method named by ``config.method``."""
+def build_method(config, info: GraphInfo, work=None) -> Method:  # type: ignore[no-untyped-def]
+    """Instantiate the method named by ``config.method`` for this rank's ``work``
+    (:class:`~distgcl.work.Work`; default: one process)."""
     try:
         cls = METHODS[config.method]
     except KeyError:
         raise ValueError(f"unknown method {config.method!r}; known: {sorted(METHODS)}") from None
-    return cls(config, info)
+    return cls(config, info, work)
 
 
 # Importing the modules registers them (keep one line per method).

@@ -5,31 +5,38 @@ method only through this interface; a method never knows how many processes run 
 
 Life cycle, per run::
 
-    method = Method(config, info)             # builds modules
+    method = Method(config, info, work)       # builds modules; work: this rank's share (Work)
     method.configure_optimizers()             # named optimizers; the trainer checkpoints them
+    method.wrap_modules(wrap)                 # distributed runs: DDP around ddp_modules
     method.prepare(data, cache_dir)           # one-off preprocessing (E2Neg's spectral step)
-    for epoch in range(epochs):
-        for batch in method.batches(data):    # full-batch: the graph once; mini-batch: samples
-            stats = method.training_step(batch)   # does its own backward()/optimizer steps
+    for epoch in range(1, epochs + 1):
+        for batch in method.batches(data, epoch):   # full-batch: once; mini-batch: samples
+            stats = method.training_step(batch)      # its own backward()/optimizer steps
     embeddings = method.embed(data)           # frozen embeddings for evaluation
 
+A method never knows how many processes run it. Its :class:`~distgcl.work.Work` says which
+anchors and which random streams are its own, and every :class:`~distgcl.work.Share` gives the
+step's global anchor count, by which the method divides its summed per-anchor loss.
+
 ``training_step`` owns the optimizer steps because bi-level methods (NML-GCL) take several
-optimizer steps of different parameter groups per outer step. It must use plain
-``loss.backward()`` + ``optimizer.step()`` (no ``torch.autograd.grad``) so that wrapping modules
-in DDP later works unchanged.
+optimizer steps of different parameter groups per outer step. It uses plain
+``loss.backward()`` + ``optimizer.step()`` (no ``torch.autograd.grad``, no ``requires_grad``
+toggling), and calls every module that gets gradients through :meth:`Method.module` (its
+``forward``), so the data-parallel wrapper synchronises every gradient.
 """
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
 from distgcl.config import Config
+from distgcl.work import Work
 
 
 @dataclass(frozen=True)
@@ -50,23 +57,52 @@ class Method(nn.Module, abc.ABC):
     """Base class of GCL methods; subclasses set :attr:`name` and implement the abstract hooks."""
 
     name: ClassVar[str]
+    ddp_modules: ClassVar[tuple[str, ...]] = ()
+    """Names of the child modules that get gradients (each is wrapped for data parallelism)."""
 
-    def __init__(self, config: Config, info: GraphInfo) -> None:
+    def __init__(self, config: Config, info: GraphInfo, work: Work | None = None) -> None:
         super().__init__()
         self.config = config
         self.info = info
+        self.work = work if work is not None else Work(seed=config.train.seed)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.counters: dict[str, int] = {"steps": 0}
+        # wrapped modules live outside the module tree: state_dict() stays wrapper-free
+        object.__setattr__(self, "_wrapped", {})
+
+    def wrap_modules(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Wrap every module of :attr:`ddp_modules` that has parameters (e.g. in DDP)."""
+        for name in self.ddp_modules:
+            module = getattr(self, name, None)
+            if module is not None and any(True for _ in module.parameters()):
+                self._wrapped[name] = wrap(module)
+
+    def module(self, name: str) -> nn.Module:
+        """The module ``name`` as training must call it: its wrapper if wrapped, else itself."""
+        return self._wrapped.get(name) or getattr(self, name)
 
     @abc.abstractmethod
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Create, store in :attr:`optimizers` and return the named optimizers."""
 
-    def prepare(self, data: Data, cache_dir: Path | None = None) -> None:
-        """One-off preprocessing before the first epoch (default: nothing)."""
+    def prepare(self, data: Data, cache_dir: Path | None = None,
+                prepared: dict[str, Any] | None = None) -> None:
+        """One-off preprocessing before the first epoch (default: nothing). ``prepared`` is what
+        :meth:`prepared_state` returned before a checkpoint: a resume reuses it."""
 
-    def batches(self, data: Data) -> Iterator[Any]:
-        """The training batches of one epoch (default: the whole graph once, full-batch)."""
-        yield data
+    def prepared_state(self) -> dict[str, Any] | None:
+        """The result of :meth:`prepare` worth keeping in a checkpoint (default: None)."""
+        return None
+
+    def steps_per_epoch(self, data: Data) -> int:
+        """Optimizer (outer) steps per epoch; equal on every rank (default: 1, full batch)."""
+        return 1
+
+    def batches(self, data: Data, epoch: int, start_step: int = 0) -> Iterator[Any]:
+        """The training batches of ``epoch`` from step ``start_step`` on (a mid-epoch resume
+        skips the first steps without drawing anything) (default: the whole graph once)."""
+        if start_step == 0:
+            yield data
 
     @abc.abstractmethod
     def training_step(self, batch: Any) -> dict[str, float]:
@@ -84,12 +120,15 @@ class Method(nn.Module, abc.ABC):
                                    "try a lower learning rate or a higher temperature")
 
     def get_extra_state(self) -> dict[str, Any]:
-        """Checkpoint every ``torch.Generator`` attribute (samplers), so resumes are exact."""
-        return {k: v.get_state() for k, v in vars(self).items() if isinstance(v, torch.Generator)}
+        """Every ``torch.Generator`` attribute (augmentations, samplers) and the step counters,
+        so resumes are exact."""
+        gens = {k: v.get_state() for k, v in vars(self).items() if isinstance(v, torch.Generator)}
+        return {"generators": gens, "counters": dict(self.counters)}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
+        for key, value in state["generators"].items():
             getattr(self, key).set_state(value)
+        self.counters = dict(state["counters"])
 
     def optimizer_state(self) -> dict[str, Any]:
         return {name: opt.state_dict() for name, opt in self.optimizers.items()}

@@ -79,7 +79,7 @@ step: 1.22 vs 0.18 s/step on PubMed, one thread), and the eigensolver is ``lobpc
 
 **Cost**: only the centre rows of the last GCN layer enter the loss, so the last layer is computed
 for the centres only, as :math:`(\hat{\mathbf{A}}\mathbf{H})_{\mathcal{C}}\boldsymbol{\Theta} + b`
-(aggregate, then transform: exact for GCNConv, :func:`encode_targets`); for E2Neg's one-layer
+(aggregate, then transform: exact for GCNConv, ``GCNEncoder.forward(..., targets)``); for E2Neg's one-layer
 encoder a step costs :math:`O(K \cdot F \cdot d + |E_{\text{star}}| F)` instead of
 :math:`O(K \cdot 101 \cdot F \cdot d)`.
 """
@@ -97,20 +97,22 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
-from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from distgcl.augment import augment_view
+from distgcl.checkpoint import atomic_torch_save
 from distgcl.config import Config, ConfigError, check_at_least, check_positive
 from distgcl.losses import grace_block_loss, nml_loss
 from distgcl.methods import register_method
 from distgcl.methods.base import GraphInfo, Method
+from distgcl.methods.bilevel import bilevel_step
 from distgcl.methods.grace import build_encoder
-from distgcl.nn import GCNEncoder, NegativeMetricNetwork, Projector
+from distgcl.nn import GCNEncoder, NegativeMetricNetwork, Projector, TwoViewEncoder
 from distgcl.spectral import (adjacency, allocate_clusters, attach_leaves, cluster_purity,
                               connected_components, laplacian_from_adjacency,
                               nearest_by_features, reconstruct_stars, select_centres,
                               smallest_eigenpairs, spectral_clusters, trivial_eigenvectors)
 from distgcl.typing import EdgeIndex
+from distgcl.work import STREAM_AUGMENT, Share, Work
 
 
 @dataclass(kw_only=True)
@@ -211,76 +213,6 @@ def permute_rows(x: Tensor, rows: Tensor, generator: torch.Generator | None = No
     return out, perm
 
 
-def encode_targets(encoder: GCNEncoder, x: Tensor, edge_index: EdgeIndex, targets: Tensor
-                   ) -> Tensor:
-    r"""``encoder(x, edge_index)[targets]``, computing the last GCN layer for ``targets`` only.
-
-    GCNConv is :math:`\hat{\mathbf{A}}(\mathbf{H}\boldsymbol{\Theta}) + b =
-    (\hat{\mathbf{A}}\mathbf{H})\boldsymbol{\Theta} + b`, so the target rows of the last layer are
-    the normalized aggregation over the target rows' in-edges followed by the linear map: exact, and
-    :math:`O(|E_{\to T}| F + |T| F d)` instead of :math:`O(N F d)`. Earlier layers run in full.
-
-    Shapes:
-        - **input:** ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)`, ``targets``
-          :math:`(T,)` distinct
-        - **output:** :math:`(T, d)`
-    """
-    h = x
-    last = len(encoder.convs) - 1
-    for i, conv in enumerate(encoder.convs):
-        if i < last:
-            h = conv(h, edge_index)
-        else:
-            ei, w = gcn_norm(edge_index, None, h.size(0), improved=conv.improved,
-                             add_self_loops=conv.add_self_loops, flow=conv.flow, dtype=h.dtype)
-            src, dst = (ei[0], ei[1]) if conv.flow == "source_to_target" else (ei[1], ei[0])
-            pos = torch.full((h.size(0),), -1, dtype=torch.long, device=h.device)
-            pos[targets] = torch.arange(targets.numel(), device=h.device)
-            keep = pos[dst] >= 0
-            src, dst, w = src[keep], pos[dst[keep]], w[keep]
-            agg = h.new_zeros(targets.numel(), h.size(1))
-            agg.index_add_(0, dst, h[src] * w.unsqueeze(1))  # [T, F]
-            h = conv.lin(agg)
-            if conv.bias is not None:
-                h = h + conv.bias
-        if i < len(encoder.activations):
-            h = encoder.activations[i](h)
-    return h
-
-
-def encode_sparse(encoder: GCNEncoder, x: Tensor, edge_index: EdgeIndex) -> Tensor:
-    r"""``encoder(x, edge_index)`` with each GCNConv as one sparse-dense product
-    :math:`\hat{\mathbf{A}}(\mathbf{H}\boldsymbol{\Theta}) + b` (torch CSR), for evaluation.
-
-    Same result as PyG's message passing (up to float rounding) without its :math:`(E, d)`
-    per-edge message buffer: peak memory :math:`O(N d + E)` instead of :math:`O(E d)` (1.8 GB
-    for PubMed at :math:`d = 4096`).
-
-    Shapes:
-        - **input:** ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)`
-        - **output:** :math:`(N, d)`
-    """
-    n = x.size(0)
-    adj = None
-    h = x
-    for i, conv in enumerate(encoder.convs):
-        if adj is None:
-            ei, w = gcn_norm(edge_index, None, n, improved=conv.improved,
-                             add_self_loops=conv.add_self_loops, flow=conv.flow, dtype=x.dtype)
-            dst, src = (ei[1], ei[0]) if conv.flow == "source_to_target" else (ei[0], ei[1])
-            adj = torch.sparse_coo_tensor(torch.stack([dst, src]), w, (n, n),
-                                          check_invariants=False).coalesce()
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support.*")
-                adj = adj.to_sparse_csr()
-        h = adj @ conv.lin(h)
-        if conv.bias is not None:
-            h = h + conv.bias
-        if i < len(encoder.activations):
-            h = encoder.activations[i](h)
-    return h
-
-
 def graph_key(edge_index: EdgeIndex, num_nodes: int, params: dict[str, Any]) -> str:
     """Hash of the graph (edge list bytes and N) and the parameters, for the disk cache."""
     digest = hashlib.blake2b(digest_size=16)
@@ -291,13 +223,6 @@ def graph_key(edge_index: EdgeIndex, num_nodes: int, params: dict[str, Any]) -> 
     return digest.hexdigest()
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
 def _load_or_build(path: Path | None, build: Callable[[], Any]) -> tuple[Any, bool]:
     """``(torch.load(path), True)`` if the cache file exists, else ``(build(), False)``, saved
     to ``path`` (atomically) unless it is None."""
@@ -305,7 +230,7 @@ def _load_or_build(path: Path | None, build: Callable[[], Any]) -> tuple[Any, bo
         return torch.load(path, weights_only=False), True
     obj = build()
     if path is not None:
-        _save_atomic(obj, path)
+        atomic_torch_save(obj, path)  # unique temp name: ranks never write the same file
     return obj, False
 
 
@@ -313,25 +238,42 @@ def _load_or_build(path: Path | None, build: Callable[[], Any]) -> tuple[Any, bo
 
 @register_method("e2neg", E2NegConfig)
 class E2Neg(Method):
-    """E2Neg (and E2Neg + NML) on the :class:`~distgcl.methods.base.Method` interface."""
+    """E2Neg (and E2Neg + NML) on the :class:`~distgcl.methods.base.Method` interface.
 
-    def __init__(self, config: Config, info: GraphInfo) -> None:
-        super().__init__(config, info)
+    Data parallelism: the star graph is the same on every rank, both views come from the shared
+    augmentation stream, and each rank takes its share of the centres as anchors (against all
+    centres as candidates), so the ranks' losses add up to the single-process loss.
+    """
+
+    ddp_modules = ("model", "nmn")
+
+    def __init__(self, config: Config, info: GraphInfo, work: Work | None = None) -> None:
+        super().__init__(config, info, work)
         self.cfg: E2NegConfig = config.section("e2neg")
         self.seed = config.train.seed if self.cfg.seed is None else self.cfg.seed
-        self.encoder = build_encoder(config, info)
         m = config.model
-        self.projector = Projector(m.out_dim, m.proj_dim) if m.proj_dim > 0 else torch.nn.Identity()
+        self.model = TwoViewEncoder(build_encoder(config, info),
+                                    Projector(m.out_dim, m.proj_dim) if m.proj_dim > 0 else None)
         self.nmn = (NegativeMetricNetwork(m.out_dim, min(self.cfg.nml_hidden, m.out_dim))
                     if self.cfg.nml else None)
-        self.generator = torch.Generator().manual_seed(self.seed + 2)
+        self.augment_generator = self.work.generator(STREAM_AUGMENT, shared=True)
+        if self.cfg.nml:
+            self.counters.update(inner_steps=0, outer_steps=0)
         self.batch: StarBatch | None = None
         self.stats: dict[str, Any] = {}
 
+    @property
+    def encoder(self) -> GCNEncoder:
+        return self.model.encoder
+
+    @property
+    def projector(self) -> torch.nn.Module:
+        return self.model.projector
+
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         t = self.config.train
-        params = list(self.encoder.parameters()) + list(self.projector.parameters())
-        self.optimizers = {"model": torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)}
+        self.optimizers = {"model": torch.optim.Adam(self.model.parameters(), lr=t.lr,
+                                                     weight_decay=t.weight_decay)}
         if self.nmn is not None:
             self.optimizers["nmn"] = torch.optim.Adam(self.nmn.parameters(), lr=self.cfg.nml_lr)
         return self.optimizers
@@ -439,13 +381,21 @@ class E2Neg(Method):
         return {"graph": graph, "labels": full_labels, "spectral": spec["summary"],
                 "coverage": coverage}
 
-    def prepare(self, data: Data, cache_dir: Path | None = None) -> None:
-        """Spectral step, k-means, centres and stars (cached), then the training batch."""
+    def prepare(self, data: Data, cache_dir: Path | None = None,
+                prepared: dict[str, Any] | None = None) -> None:
+        """Spectral step, k-means, centres and stars (cached; taken from the checkpoint on a
+        resume), then the training batch."""
         start = time.perf_counter()
-        stars, hit = _load_or_build(self._cache_path(cache_dir, "stars", data, self._star_params()),
-                                    lambda: self._build_stars(data, cache_dir))
-        if hit:
-            self.stats["cache"] = "hit"
+        if prepared is not None:
+            stars = prepared["stars"]
+            self.stats["cache"] = "checkpoint"
+        else:
+            stars, hit = _load_or_build(
+                self._cache_path(cache_dir, "stars", data, self._star_params()),
+                lambda: self._build_stars(data, cache_dir))
+            if hit:
+                self.stats["cache"] = "hit"
+        self._stars = stars
         graph = stars["graph"]
         node_ids, local_edges, centre_pos = graph.subgraph()
         dev = data.x.device
@@ -462,73 +412,74 @@ class E2Neg(Method):
         if y is not None and y.dim() == 1:
             self.stats["purity"] = cluster_purity(self.labels.numpy(), y.cpu().numpy())
 
+    def prepared_state(self) -> dict[str, Any] | None:
+        """The star graph, cluster labels and spectral summary (a few MB even at ogbn-proteins
+        size), so a resumed run skips the spectral step."""
+        return {"stars": self._stars} if self.batch is not None else None
+
     # --------------------------------------------------------------------- training
 
-    def batches(self, data: Data) -> Iterator[StarBatch]:
+    def batches(self, data: Data, epoch: int, start_step: int = 0) -> Iterator[Any]:
         if self.batch is None:
             raise RuntimeError("E2Neg.prepare(data, cache_dir) must run before training")
-        yield self.batch
+        if start_step == 0:
+            yield self.batch, self.work.share(self.batch.centres)
 
     def views(self, batch: StarBatch) -> tuple[Tensor, Tensor]:
         """Projected centre embeddings :math:`(K', d)` of two independently augmented views."""
-        a = self.config.augment
-        out = []
+        a, g = self.config.augment, self.augment_generator
+        xs = []
         for edge_drop, feature_mask in ((a.edge_drop_1, a.feature_mask_1),
                                         (a.edge_drop_2, a.feature_mask_2)):
             x = batch.x
             if self.cfg.permute_centres:
-                x, _ = permute_rows(x, batch.centres, self.generator)
-            x, ei = augment_view(x, batch.edge_index, edge_drop, feature_mask)
-            out.append(self.projector(encode_targets(self.encoder, x, ei, batch.centres)))
-        return out[0], out[1]
+                x, _ = permute_rows(x, batch.centres, g)
+            xs.extend(augment_view(x, batch.edge_index, edge_drop, feature_mask, generator=g))
+        return self.module("model")(*xs, targets=batch.centres)
 
-    def loss(self, h1: Tensor, h2: Tensor) -> Tensor:
-        """E2Neg's centre-only InfoNCE (GRACE's symmetric ``semi_loss`` on the K' centres)."""
+    def loss(self, h1: Tensor, h2: Tensor, share: Share | None = None) -> Tensor:
+        """E2Neg's centre-only InfoNCE (GRACE's symmetric ``semi_loss`` on the K' centres),
+        summed over this rank's anchor centres and divided by ``2 * share.total``."""
         ids = torch.arange(h1.size(0), device=h1.device)
-        l1 = grace_block_loss(h1, h2, ids, ids, self.cfg.tau, self.cfg.intra_view)
-        l2 = grace_block_loss(h2, h1, ids, ids, self.cfg.tau, self.cfg.intra_view)
-        return 0.5 * (l1.mean() + l2.mean())
-
-    def _nml(self, h1: Tensor, h2: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        assert self.nmn is not None
-        return nml_loss(h1, h2, self.nmn.project(h1), self.nmn.project(h2), self.cfg.tau,
-                        self.cfg.nml_c)
+        own = ids if share is None else share.ids.to(h1.device)
+        total = ids.numel() if share is None else share.total
+        l1 = grace_block_loss(h1, h2, own, ids, self.cfg.tau, self.cfg.intra_view)
+        l2 = grace_block_loss(h2, h1, own, ids, self.cfg.tau, self.cfg.intra_view)
+        return (l1.sum() + l2.sum()) / (2 * total)
 
     def training_step(self, batch: Any) -> dict[str, float]:
+        stars, share = batch
         self.train()
-        opt = self.optimizers["model"]
-        h1, h2 = self.views(batch)
-        stats: dict[str, float] = {}
+        h1, h2 = self.views(stars)
+        stats: dict[str, float] = {"anchors": float(share.ids.numel())}
+        self.counters["steps"] += 1
         if self.nmn is None:
-            loss = self.loss(h1, h2)
-        else:
-            # NML-GCL's schedule: T_M metric steps on the frozen (detached) embeddings ...
-            nmn_opt = self.optimizers["nmn"]
-            d1, d2 = h1.detach(), h2.detach()
-            for _ in range(self.cfg.nml_inner_steps):
-                nmn_opt.zero_grad()
-                m_loss, _ = self._nml(d1, d2)
-                self.check_finite(m_loss, "NMN loss")
-                m_loss.backward()
-                nmn_opt.step()
-            # ... then one encoder step with the metric frozen (gradients flow through g).
-            self.nmn.requires_grad_(False)
-            try:
-                loss, parts = self._nml(h1, h2)
-            finally:
-                self.nmn.requires_grad_(True)
-            stats = {"info_nce": float(parts["info_nce"]), "kl": float(parts["kl"])}
-        self.check_finite(loss)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return {"loss": loss.item(), **stats}
+            opt = self.optimizers["model"]
+            loss = self.loss(h1, h2, share)
+            self.check_finite(loss)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return {"loss": loss.item(), **stats}
+        anchor_ids = None if share.complete else share.ids.to(h1.device)
+
+        def nml(u: Tensor, v: Tensor, detached: bool) -> tuple[Tensor, dict[str, Tensor]]:
+            mu, mv = (u.detach(), v.detach()) if detached else (u, v)
+            return nml_loss(u, v, self.module("nmn")(mu, mv), self.cfg.tau, self.cfg.nml_c,
+                            anchor_ids=anchor_ids, normalizer=share.total)
+
+        # NML-GCL's schedule, the same helper as NML-GCL itself
+        out = bilevel_step(h1, h2, nml, encoder_opt=self.optimizers["model"],
+                           metric_opt=self.optimizers["nmn"],
+                           inner_steps=self.cfg.nml_inner_steps, encoder=self.model,
+                           metric=self.nmn, counters=self.counters)
+        return {**out, **stats}
 
     @torch.no_grad()
     def embed(self, data: Data) -> Tensor:
-        """The encoder on the full original graph (sparse products, :func:`encode_sparse`)."""
+        """The encoder on the full original graph (sparse products, ``embed_sparse``)."""
         self.eval()
-        return encode_sparse(self.encoder, data.x, data.edge_index)
+        return self.encoder.embed_sparse(data.x, data.edge_index)
 
     def describe(self) -> dict[str, Any]:
         """Preprocessing statistics (centres, leaves, nodes covered / total, purity,

@@ -4,11 +4,16 @@ Two views by edge dropping + feature masking, a shared GCN encoder, a projection
 symmetric InfoNCE of :func:`distgcl.losses.grace_loss` with inter- and intra-view negatives.
 ``negatives: full`` is the paper's O(N^2) objective (optionally chunked to O(BN) memory);
 ``negatives: sampled`` draws K negatives per anchor block for graphs where N x N does not fit.
+
+Data parallelism: both views come from the *shared* augmentation stream (the same on every rank),
+and each rank takes its share of the anchors: its rows of the full objective (``full``; the ranks'
+losses add up to the single-process loss) or its slice of the epoch's anchor permutation
+(``sampled``, with negative blocks from the rank's own stream).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import torch
 from torch import Tensor
@@ -19,7 +24,8 @@ from distgcl.config import Config, check_at_least, check_positive
 from distgcl.losses import grace_loss, sampled_grace_loss
 from distgcl.methods import register_method
 from distgcl.methods.base import GraphInfo, Method
-from distgcl.nn import GCNEncoder, Projector
+from distgcl.nn import GCNEncoder, Projector, TwoViewEncoder
+from distgcl.work import STREAM_AUGMENT, STREAM_NEGATIVES, Share, Work
 
 
 @dataclass(kw_only=True)
@@ -54,45 +60,71 @@ def build_encoder(config: Config, info: GraphInfo) -> GCNEncoder:
 class Grace(Method):
     """GRACE on the :class:`~distgcl.methods.base.Method` interface."""
 
-    def __init__(self, config: Config, info: GraphInfo) -> None:
-        super().__init__(config, info)
+    ddp_modules = ("model",)
+
+    def __init__(self, config: Config, info: GraphInfo, work: Work | None = None) -> None:
+        super().__init__(config, info, work)
         self.cfg: GraceConfig = config.section("grace")
-        self.encoder = build_encoder(config, info)
         proj = config.model.proj_dim
-        self.projector = Projector(config.model.out_dim, proj) if proj > 0 else torch.nn.Identity()
-        self.generator = torch.Generator().manual_seed(config.train.seed + 1)
+        self.model = TwoViewEncoder(build_encoder(config, info),
+                                    Projector(config.model.out_dim, proj) if proj > 0 else None)
+        self.augment_generator = self.work.generator(STREAM_AUGMENT, shared=True)
+        self.negatives_generator = self.work.generator(STREAM_NEGATIVES, device="cpu")
+
+    @property
+    def encoder(self) -> GCNEncoder:
+        return self.model.encoder
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         t = self.config.train
-        self.optimizers = {"model": torch.optim.Adam(self.parameters(), lr=t.lr,
+        self.optimizers = {"model": torch.optim.Adam(self.model.parameters(), lr=t.lr,
                                                      weight_decay=t.weight_decay)}
         return self.optimizers
 
     def views(self, data: Data) -> tuple[Tensor, Tensor]:
-        """Projected embeddings of two independently augmented views."""
-        a = self.config.augment
-        x1, e1 = augment_view(data.x, data.edge_index, a.edge_drop_1, a.feature_mask_1)
-        x2, e2 = augment_view(data.x, data.edge_index, a.edge_drop_2, a.feature_mask_2)
-        return self.projector(self.encoder(x1, e1)), self.projector(self.encoder(x2, e2))
+        """Projected embeddings of two independently augmented views (one module call)."""
+        a, g = self.config.augment, self.augment_generator
+        x1, e1 = augment_view(data.x, data.edge_index, a.edge_drop_1, a.feature_mask_1,
+                              generator=g)
+        x2, e2 = augment_view(data.x, data.edge_index, a.edge_drop_2, a.feature_mask_2,
+                              generator=g)
+        return self.module("model")(x1, e1, x2, e2)
 
-    def loss(self, h1: Tensor, h2: Tensor) -> Tensor:
+    def anchors(self, data: Data, epoch: int) -> Share:
+        """This rank's anchors: its rows of the full objective, or its slice of the epoch's
+        permutation for sampled negatives (one step per epoch either way)."""
+        n = data.num_nodes
+        if self.cfg.negatives == "sampled":
+            return next(self.work.epoch_batches(n, epoch, batch_size=-(-n // self.work.world_size)))
+        return self.work.share(torch.arange(n))
+
+    def loss(self, h1: Tensor, h2: Tensor, share: Share) -> Tensor:
         c = self.cfg
+        ids = share.ids.to(h1.device)
         if c.negatives == "sampled":
-            return sampled_grace_loss(h1, h2, c.tau, c.num_negatives, self.generator,
-                                      block_size=c.block_size, intra_view=c.intra_view)
+            return sampled_grace_loss(h1, h2, c.tau, c.num_negatives, self.negatives_generator,
+                                      anchor_ids=ids, block_size=c.block_size,
+                                      intra_view=c.intra_view, normalizer=share.total)
         return grace_loss(h1, h2, c.tau, chunk_size=c.chunk_size or None,
-                          intra_view=c.intra_view)
+                          intra_view=c.intra_view, anchor_ids=None if share.complete else ids,
+                          normalizer=share.total)
+
+    def batches(self, data: Data, epoch: int, start_step: int = 0) -> Iterator[Any]:
+        if start_step == 0:
+            yield data, self.anchors(data, epoch)
 
     def training_step(self, batch: Any) -> dict[str, float]:
+        data, share = batch
         self.train()
         opt = self.optimizers["model"]
         opt.zero_grad()
-        h1, h2 = self.views(batch)
-        loss = self.loss(h1, h2)
+        h1, h2 = self.views(data)
+        loss = self.loss(h1, h2, share)
         self.check_finite(loss)
         loss.backward()
         opt.step()
-        return {"loss": loss.item()}
+        self.counters["steps"] += 1
+        return {"loss": loss.item(), "anchors": float(share.ids.numel())}
 
     @torch.no_grad()
     def embed(self, data: Data) -> Tensor:

@@ -47,7 +47,6 @@ block: memory is O(B K + sampled subgraph), never O(N^2).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal
 
@@ -59,11 +58,14 @@ from distgcl.augment import augment_view
 from distgcl.config import Config, ConfigError, check_at_least, check_positive
 from distgcl.losses import nml_loss
 from distgcl.methods import register_method
-from distgcl.methods.base import GraphInfo, Method, TrainingDiverged
+from distgcl.methods.base import GraphInfo, Method
+from distgcl.methods.bilevel import bilevel_step
 from distgcl.methods.grace import build_encoder
-from distgcl.nn.nmn import NegativeMetricNetwork
+from distgcl.nn import GCNEncoder, TwoViewEncoder
+from distgcl.nn.nmn import NegativeMetricNetwork, metric_log_probs
 from distgcl.sampling import make_neighbor_sampler, uniform_negatives
 from distgcl.typing import NodeIds
+from distgcl.work import STREAM_AUGMENT, STREAM_NEGATIVES, STREAM_SAMPLING, Work
 
 
 @dataclass(kw_only=True)
@@ -156,14 +158,18 @@ class NMLBatch:
     """``[K]`` local ids of the candidates (< num_seeds)."""
     n_id: NodeIds
     """``[n]`` global ids of the sampled nodes."""
+    total: int = 0
+    """Anchors of this step over all ranks (the loss normaliser; 0: this batch's anchors)."""
 
 
 @register_method("nml", NMLConfig)
 class NML(Method):
     """NML-GCL on the :class:`~distgcl.methods.base.Method` interface (see the module docs)."""
 
-    def __init__(self, config: Config, info: GraphInfo) -> None:
-        super().__init__(config, info)
+    ddp_modules = ("model", "nmn")
+
+    def __init__(self, config: Config, info: GraphInfo, work: Work | None = None) -> None:
+        super().__init__(config, info, work)
         self.cfg: NMLConfig = config.section("nml")
         if self.cfg.mode == "minibatch" and len(self.cfg.num_neighbors) != config.model.layers:
             raise ConfigError(f"nml.num_neighbors needs one fan-out per GCN layer "
@@ -171,18 +177,28 @@ class NML(Method):
         if config.model.proj_dim != 0:
             # NML-GCL has no projection head: the metric and the loss see the encoder output.
             raise ConfigError("nml needs model.proj_dim: 0 (NML-GCL has no projection head)")
-        self.encoder = build_encoder(config, info)
+        self.model = TwoViewEncoder(build_encoder(config, info))
         self.nmn = NegativeMetricNetwork(config.model.out_dim, self.cfg.nmn_hidden_dim,
                                          learnable=self.cfg.metric == "nmn")
-        self.generator = torch.Generator().manual_seed(config.train.seed + 2)
+        full = self.cfg.mode == "full"
+        # full batch: every rank draws the same two views (its rows then add up to the
+        # single-process objective); mini-batch: each rank augments its own subgraphs
+        self.augment_generator = self.work.generator(STREAM_AUGMENT, shared=full)
+        self.negatives_generator = self.work.generator(STREAM_NEGATIVES, device="cpu")
+        self.sampling_generator = self.work.generator(STREAM_SAMPLING, device="cpu")
+        self.counters.update(inner_steps=0, outer_steps=0)
         self._sampler: Any = None
         self._graph_id: int | None = None
+
+    @property
+    def encoder(self) -> GCNEncoder:
+        return self.model.encoder
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """``"encoder"`` owns the encoder parameters, ``"nmn"`` the NMN parameters (if any)."""
         t, c = self.config.train, self.cfg
-        self.optimizers = {"encoder": torch.optim.Adam(self.encoder.parameters(), lr=t.lr,
+        self.optimizers = {"encoder": torch.optim.Adam(self.model.parameters(), lr=t.lr,
                                                        weight_decay=t.weight_decay)}
         nmn_params = list(self.nmn.parameters())
         if nmn_params:
@@ -193,56 +209,64 @@ class NML(Method):
         return self.optimizers
 
     # ------------------------------------------------------------------ batches
-    def batches(self, data: Data) -> Iterator[Any]:
+    def steps_per_epoch(self, data: Data) -> int:
         if self.cfg.mode == "full":
-            yield data
-            return
-        yield from self._minibatches(data)
+            return 1
+        return self.work.steps_per_epoch(data.num_nodes, self.cfg.batch_size,
+                                         self.cfg.batches_per_epoch)
 
-    def _get_sampler(self, data: Data) -> Any:
+    def batches(self, data: Data, epoch: int, start_step: int = 0) -> Iterator[Any]:
+        if self.cfg.mode == "full":
+            if start_step == 0:
+                yield data, self.work.share(torch.arange(data.num_nodes))
+            return
+        c = self.cfg
+        sampler = self.neighbor_sampler(data)
+        for share in self.work.epoch_batches(data.num_nodes, epoch, c.batch_size,
+                                             max_steps=c.batches_per_epoch,
+                                             start_step=start_step):
+            yield self.make_batch(data, share.ids, sampler, total=share.total)
+
+    def neighbor_sampler(self, data: Data) -> Any:
+        """The neighbour sampler of ``data`` (built once per graph)."""
         if self._sampler is None or self._graph_id != id(data):
             self._sampler = make_neighbor_sampler(data.edge_index.cpu(), data.num_nodes,
                                                   self.cfg.num_neighbors, self.cfg.sampler)
             self._graph_id = id(data)
         return self._sampler
 
-    def _minibatches(self, data: Data) -> Iterator[NMLBatch]:
-        c, n = self.cfg, data.num_nodes
-        sampler = self._get_sampler(data)
-        order = torch.randperm(n, generator=self.generator)
-        num_batches = math.ceil(n / c.batch_size)
-        if c.batches_per_epoch:
-            num_batches = min(num_batches, c.batches_per_epoch)
-        for i in range(num_batches):
-            anchors = order[i * c.batch_size:(i + 1) * c.batch_size]
-            if anchors.numel() < 2:
-                continue
-            yield self.make_batch(data, anchors, sampler)
+    def make_batch(self, data: Data, anchors: NodeIds, sampler: Any = None,
+                   total: int = 0) -> NMLBatch:
+        """Sample the subgraph of ``anchors`` and their candidate block (global ids in).
 
-    def make_batch(self, data: Data, anchors: NodeIds, sampler: Any = None) -> NMLBatch:
-        """Sample the subgraph of ``anchors`` and their candidate block (global ids in)."""
+        ``sampler`` is any object with ``sample(seeds, generator)``; if it also has
+        ``features(n_id)`` (a sampler over remote graph shards), the features come from it.
+        """
         c = self.cfg
-        sampler = sampler or self._get_sampler(data)
+        sampler = sampler or self.neighbor_sampler(data)
         if c.negatives == "within-batch":
             seeds, inv = torch.unique(anchors, return_inverse=True)
             anchor_local, cand_local = inv, inv
         else:
-            cands = uniform_negatives(data.num_nodes, c.num_negatives, self.generator)
+            cands = uniform_negatives(data.num_nodes, c.num_negatives, self.negatives_generator)
             seeds, inv = torch.unique(torch.cat([anchors, cands]), return_inverse=True)
             anchor_local, cand_local = inv[:anchors.numel()], inv[anchors.numel():]
-        sub = sampler.sample(seeds, self.generator)
-        dev = data.x.device
-        return NMLBatch(x=data.x[sub.n_id.to(dev)], edge_index=sub.edge_index.to(dev),
+        sub = sampler.sample(seeds, self.sampling_generator)
+        dev = self.work.device
+        x = sampler.features(sub.n_id) if hasattr(sampler, "features") else \
+            data.x[sub.n_id.to(data.x.device)]
+        return NMLBatch(x=x.to(dev), edge_index=sub.edge_index.to(dev),
                         num_seeds=sub.batch_size, anchor_ids=anchor_local.to(dev),
-                        candidate_ids=cand_local.to(dev), n_id=sub.n_id)
+                        candidate_ids=cand_local.to(dev), n_id=sub.n_id,
+                        total=total or anchors.numel())
 
     # ------------------------------------------------------------------ loss and steps
     def views(self, x: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
         """Encoder outputs of two independently augmented views :math:`(n, d)` each."""
-        a = self.config.augment
-        x1, e1 = augment_view(x, edge_index, a.edge_drop_1, a.feature_mask_1)
-        x2, e2 = augment_view(x, edge_index, a.edge_drop_2, a.feature_mask_2)
-        return self.encoder(x1, e1), self.encoder(x2, e2)
+        a, g = self.config.augment, self.augment_generator
+        x1, e1 = augment_view(x, edge_index, a.edge_drop_1, a.feature_mask_1, generator=g)
+        x2, e2 = augment_view(x, edge_index, a.edge_drop_2, a.feature_mask_2, generator=g)
+        return self.module("model")(x1, e1, x2, e2)
 
     def _alpha(self) -> float | None:
         if self.cfg.alpha_scale == "graph":
@@ -250,23 +274,16 @@ class NML(Method):
         return None
 
     def loss(self, u: Tensor, v: Tensor, anchor_ids: NodeIds | None = None,
-             candidate_ids: NodeIds | None = None, *, metric_input_detached: bool = False
-             ) -> tuple[Tensor, dict[str, Tensor]]:
+             candidate_ids: NodeIds | None = None, *, metric_input_detached: bool = False,
+             normalizer: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """The NML loss of embeddings ``u, v`` with the current NMN (both modes)."""
         c = self.cfg
         mu, mv = (u.detach(), v.detach()) if metric_input_detached else (u, v)
-        gu, gv = self.nmn.project(mu), self.nmn.project(mv)
+        metric = self.module("nmn")(mu, mv)
         chunk = c.chunk_size if (c.mode == "full" and c.chunk_size > 0) else None
-        return nml_loss(u, v, gu, gv, c.tau, c.c, anchor_ids=anchor_ids,
+        return nml_loss(u, v, metric, c.tau, c.c, anchor_ids=anchor_ids,
                         candidate_ids=candidate_ids, include_positive=c.include_positive,
-                        alpha=self._alpha(), chunk_size=chunk)
-
-    @staticmethod
-    def _check_grads(module: torch.nn.Module, what: str) -> None:
-        grads = [p.grad for p in module.parameters() if p.grad is not None]
-        if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
-            raise TrainingDiverged(f"{what} gradient is not finite; no step was taken "
-                                   "(try a lower learning rate or a higher temperature)")
+                        alpha=self._alpha(), chunk_size=chunk, normalizer=normalizer)
 
     def training_step(self, batch: Any) -> dict[str, float]:
         """One outer step: T_M NMN updates, then one encoder update (see the module docs)."""
@@ -275,39 +292,30 @@ class NML(Method):
             u, v = self.views(batch.x, batch.edge_index)
             u, v = u[:batch.num_seeds], v[:batch.num_seeds]
             anchor_ids, cand_ids = batch.anchor_ids, batch.candidate_ids
+            total, count = batch.total, batch.anchor_ids.numel()
         else:
-            u, v = self.views(batch.x, batch.edge_index)
-            anchor_ids = cand_ids = None
-        return self.bilevel_step(u, v, anchor_ids, cand_ids)
+            data, share = batch
+            u, v = self.views(data.x, data.edge_index)
+            anchor_ids = None if share.complete else share.ids.to(u.device)
+            cand_ids, total, count = None, share.total, share.ids.numel()
+        stats = self.bilevel_step(u, v, anchor_ids, cand_ids, normalizer=total)
+        self.counters["steps"] += 1
+        return {**stats, "anchors": float(count)}
 
     def bilevel_step(self, u: Tensor, v: Tensor, anchor_ids: NodeIds | None = None,
-                     candidate_ids: NodeIds | None = None) -> dict[str, float]:
-        """T_M NMN steps on detached ``u, v``, then one encoder step; returns the last losses."""
-        stats: dict[str, float] = {}
-        nmn_opt = self.optimizers.get("nmn")
-        enc_opt = self.optimizers["encoder"]
-        ud, vd = u.detach(), v.detach()
-        if nmn_opt is not None:
-            for _ in range(self.cfg.inner_steps):
-                nmn_opt.zero_grad(set_to_none=True)
-                loss_m, _ = self.loss(ud, vd, anchor_ids, candidate_ids)
-                self.check_finite(loss_m, "NML metric-network loss")
-                loss_m.backward()
-                self._check_grads(self.nmn, "NML metric-network")
-                nmn_opt.step()
-                stats["loss_nmn"] = loss_m.item()
-        enc_opt.zero_grad(set_to_none=True)
-        loss_e, parts = self.loss(u, v, anchor_ids, candidate_ids,
-                                  metric_input_detached=not self.cfg.metric_grad_to_encoder)
-        self.check_finite(loss_e, "NML encoder loss")
-        loss_e.backward()
-        self._check_grads(self.encoder, "NML encoder")
-        enc_opt.step()
-        if nmn_opt is not None:
-            nmn_opt.zero_grad(set_to_none=True)  # the NMN is fixed in this step: drop its grads
-        stats.update(loss=loss_e.item(), info_nce=parts["info_nce"].item(),
-                     kl=parts["kl"].item())
-        return stats
+                     candidate_ids: NodeIds | None = None, *,
+                     normalizer: int | None = None) -> dict[str, float]:
+        """T_M NMN steps on detached ``u, v``, then one encoder step
+        (:func:`distgcl.methods.bilevel.bilevel_step`)."""
+        def loss(uu: Tensor, vv: Tensor, detached: bool) -> tuple[Tensor, dict[str, Tensor]]:
+            return self.loss(uu, vv, anchor_ids, candidate_ids, metric_input_detached=detached,
+                             normalizer=normalizer)
+
+        return bilevel_step(u, v, loss, encoder_opt=self.optimizers["encoder"],
+                            metric_opt=self.optimizers.get("nmn"),
+                            inner_steps=self.cfg.inner_steps, encoder=self.model, metric=self.nmn,
+                            metric_grad_to_encoder=self.cfg.metric_grad_to_encoder,
+                            counters=self.counters)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -343,7 +351,8 @@ class NML(Method):
         z = self.embed(data)
         anchors, cands, y = anchors.to(z.device), cands.to(z.device), y.to(z.device)
         mask = anchors.unsqueeze(1) != cands.unsqueeze(0)  # [B, K]
-        m = self.nmn(z[anchors], z[cands], mask)  # [B, K]
+        factors = self.nmn(z[anchors], z[cands])
+        m = metric_log_probs(factors.anchor_u, factors.candidate_v, mask).exp()  # [B, K]
         w = m * mask.sum(1, keepdim=True)
         cos = torch.nn.functional.normalize(z[anchors], dim=1) @ \
             torch.nn.functional.normalize(z[cands], dim=1).t()

@@ -1,6 +1,8 @@
 """Neural modules only (no training logic)."""
 from distgcl.nn.encoder import GCNEncoder, make_activation
-from distgcl.nn.nmn import NegativeMetricNetwork
+from distgcl.nn.nmn import MetricFactors, NegativeMetricNetwork
 from distgcl.nn.projector import Projector
+from distgcl.nn.views import TwoViewEncoder
 
-__all__ = ["GCNEncoder", "NegativeMetricNetwork", "Projector", "make_activation"]
+__all__ = ["GCNEncoder", "MetricFactors", "NegativeMetricNetwork", "Projector", "TwoViewEncoder",
+           "make_activation"]

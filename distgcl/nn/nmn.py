@@ -1,10 +1,12 @@
 r"""The Negative Metric Network (NMN) of NML-GCL (Zhao et al., IJCAI 2025).
 
-A module only: it turns anchor and candidate embeddings into a learned distribution over the
-candidates. Training logic (the bi-level schedule) lives in :mod:`distgcl.methods.nml`; the loss
+A module only: it maps both views' embeddings to the factors of a learned distribution over
+the candidates (:class:`MetricFactors`). Training logic (the bi-level schedule) lives in :mod:`distgcl.methods.nml`; the loss
 that consumes the metric lives in :func:`distgcl.losses.nml_loss`.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,15 +30,8 @@ def masked_cosine_log_softmax(anchor: Tensor, candidates: Tensor,
 
     Space complexity: O(BK) (plus the O(BKd) input when candidates are per anchor).
     """
-    a = F.normalize(anchor, dim=-1)
-    c = F.normalize(candidates, dim=-1)
-    if c.dim() == 2:
-        logits = a @ c.t()  # [B, K]
-    elif c.dim() == 3:
-        logits = torch.einsum("bd,bkd->bk", a, c)  # [B, K]
-    else:
-        raise ValueError(f"candidates must be (K, d) or (B, K, d) (got {tuple(c.shape)})")
-    return masked_log_softmax(logits, candidate_mask)
+    return metric_log_probs(F.normalize(anchor, dim=-1), F.normalize(candidates, dim=-1),
+                            candidate_mask)
 
 
 def masked_log_softmax(logits: Tensor, candidate_mask: OptTensor = None) -> Tensor:
@@ -58,6 +53,49 @@ def masked_log_softmax(logits: Tensor, candidate_mask: OptTensor = None) -> Tens
     return torch.log_softmax(logits, dim=1).masked_fill(~candidate_mask, float("-inf"))
 
 
+class MetricFactors(NamedTuple):
+    r"""The negative metric of both directions as factors of its logits:
+    :math:`m^{UV}_{ij} = \mathrm{softmax}_j\, \langle a^U_i, c^V_j\rangle` and
+    :math:`m^{VU}_{ij} = \mathrm{softmax}_j\, \langle a^V_i, c^U_j\rangle`.
+
+    A Siamese metric (one map :math:`g`, cosine) has :math:`a^U = c^U = \hat g(u)` and
+    :math:`a^V = c^V = \hat g(v)` (unit rows); then the V->U logits are the transpose of the U->V
+    ones, which the full-batch loss exploits.
+
+    Shapes: every field :math:`(N, d')`, rows aligned with the embeddings.
+    """
+
+    anchor_u: Tensor
+    candidate_v: Tensor
+    anchor_v: Tensor
+    candidate_u: Tensor
+
+    @property
+    def siamese(self) -> bool:
+        return self.anchor_u is self.candidate_u and self.anchor_v is self.candidate_v
+
+    @staticmethod
+    def of_siamese(gu: Tensor, gv: Tensor) -> "MetricFactors":
+        """Factors of the Siamese cosine metric from (not yet normalized) maps ``g(u), g(v)``."""
+        gu, gv = F.normalize(gu, dim=-1), F.normalize(gv, dim=-1)
+        return MetricFactors(gu, gv, gv, gu)
+
+    def index(self, anchor_ids: Tensor, candidate_ids: Tensor) -> "MetricFactors":
+        """Rows ``anchor_ids`` of the anchor factors and ``candidate_ids`` of the candidate ones."""
+        return MetricFactors(self.anchor_u[anchor_ids], self.candidate_v[candidate_ids],
+                             self.anchor_v[anchor_ids], self.candidate_u[candidate_ids])
+
+
+def metric_logits(anchor: Tensor, candidates: Tensor) -> Tensor:
+    r"""Metric logits :math:`\langle a_i, c_j\rangle` for shared :math:`(K, d)` or per-anchor
+    :math:`(B, K, d)` candidate factors; :math:`(B, K)`."""
+    if candidates.dim() == 2:
+        return anchor @ candidates.t()
+    if candidates.dim() == 3:
+        return torch.einsum("bd,bkd->bk", anchor, candidates)
+    raise ValueError(f"candidates must be (K, d) or (B, K, d) (got {tuple(candidates.shape)})")
+
+
 class NegativeMetricNetwork(nn.Module):
     r"""The Negative Metric Network of `"Negative Metric Learning for Graphs"
     <https://arxiv.org/abs/2505.10307>`_ (NML-GCL): a Siamese MLP :math:`g` whose cosine
@@ -70,12 +108,15 @@ class NegativeMetricNetwork(nn.Module):
         {\sum_{k \in \mathcal{C}_i} \exp\left(\cos(g(\mathbf{u}_i), g(\mathbf{v}_k))\right)},
         \quad j \in \mathcal{C}_i,
 
-    where :math:`\mathcal{C}_i` are the valid candidates of anchor :math:`i` (``candidate_mask``),
-    so :math:`\sum_{j \in \mathcal{C}_i} m_{ij} = 1` and invalid candidates get :math:`m_{ij} = 0`.
-    :math:`g` is applied separately to anchors and candidates (Siamese; no concatenation), with
-    Xavier-uniform weights and zero biases as in the official code. NML-GCL uses
-    :math:`w_{ij} = |\mathcal{C}_i|\, m_{ij}` as InfoNCE negative weights, so a uniform
-    :math:`m` recovers InfoNCE.
+    where :math:`\mathcal{C}_i` are the valid candidates of anchor :math:`i`, so
+    :math:`\sum_{j \in \mathcal{C}_i} m_{ij} = 1`. :math:`g` is applied separately to anchors and
+    candidates (Siamese; no concatenation), with Xavier-uniform weights and zero biases as in the
+    official code. NML-GCL uses :math:`w_{ij} = |\mathcal{C}_i|\, m_{ij}` as InfoNCE negative
+    weights, so a uniform :math:`m` recovers InfoNCE.
+
+    ``forward(u, v)`` maps both views in one call and returns their :class:`MetricFactors`
+    (unit rows :math:`\hat g(u), \hat g(v)`); the softmax over candidates happens in the loss
+    (:func:`distgcl.losses.nml_loss`) or in :func:`metric_log_probs`.
 
     Args:
         dim (int): embedding width :math:`d` (input and output of :math:`g`).
@@ -85,16 +126,14 @@ class NegativeMetricNetwork(nn.Module):
             embeddings (the "no NMN" ablation) (default: :obj:`True`).
 
     Shapes:
-        - **input:** ``anchor`` :math:`(B, d)`, ``candidates`` :math:`(K, d)` (shared by all
-          anchors) or :math:`(B, K, d)` (per anchor), ``candidate_mask`` :math:`(B, K)` bool
-          (optional)
-        - **output:** :math:`m` :math:`(B, K)`, rows sum to 1 over the valid candidates
+        - **input:** ``u`` :math:`(N_u, d)`, ``v`` :math:`(N_v, d)`
+        - **output:** :class:`MetricFactors` with :math:`(N_u, d)` / :math:`(N_v, d)` fields
 
     Example::
 
         nmn = NegativeMetricNetwork(512)
-        m = nmn(z[centres], z[candidates])            # [B, K]
-        w = m.size(1) * m                              # NML weights, mean 1 per row
+        f = nmn(z[anchors], z[candidates])
+        m = metric_log_probs(f.anchor_u, f.candidate_v).exp()   # [B, K], rows sum to 1
     """
 
     def __init__(self, dim: int, hidden_dim: int | None = None, learnable: bool = True) -> None:
@@ -116,25 +155,24 @@ class NegativeMetricNetwork(nn.Module):
                 nn.init.xavier_uniform_(fc.weight)
                 nn.init.zeros_(fc.bias)
 
-    def project(self, x: Tensor) -> Tensor:
-        r"""The Siamese map :math:`g`, :math:`(\ast, d) \to (\ast, d)`."""
+    def _g(self, x: Tensor) -> Tensor:
         if not self.learnable:
             return x
         return self.fc2(self.act(self.fc1(x)))
 
-    def log_metric(self, anchor: Tensor, candidates: Tensor,
-                   candidate_mask: OptTensor = None) -> Tensor:
-        r""":math:`\log m_{ij}` :math:`(B, K)`, numerically stable, :math:`-\infty` if masked."""
-        return masked_cosine_log_softmax(self.project(anchor), self.project(candidates),
-                                         candidate_mask)
-
-    def forward(self, anchor: Tensor, candidates: Tensor,
-                candidate_mask: OptTensor = None) -> Tensor:
-        return self.log_metric(anchor, candidates, candidate_mask).exp()
+    def forward(self, u: Tensor, v: Tensor) -> MetricFactors:
+        return MetricFactors.of_siamese(self._g(u), self._g(v))
 
     def __repr__(self) -> str:
         kind = "" if self.learnable else ", learnable=False"
         return f"{self.__class__.__name__}({self.dim}, hidden_dim={self.hidden_dim}{kind})"
+
+
+def metric_log_probs(anchor: Tensor, candidates: Tensor,
+                     candidate_mask: OptTensor = None) -> Tensor:
+    r""":math:`\log m_{ij}` :math:`(B, K)` from metric factors: the row-wise log-softmax of
+    :func:`metric_logits` over the valid candidates, :math:`-\infty` elsewhere, never NaN."""
+    return masked_log_softmax(metric_logits(anchor, candidates), candidate_mask)
 
 
 def uniform_log_metric(candidate_mask: Tensor) -> Tensor:
@@ -144,5 +182,5 @@ def uniform_log_metric(candidate_mask: Tensor) -> Tensor:
     return out.masked_fill(~candidate_mask, float("-inf"))
 
 
-__all__ = ["NegativeMetricNetwork", "masked_cosine_log_softmax", "masked_log_softmax",
-           "uniform_log_metric"]
+__all__ = ["MetricFactors", "NegativeMetricNetwork", "masked_cosine_log_softmax",
+           "masked_log_softmax", "metric_log_probs", "metric_logits", "uniform_log_metric"]

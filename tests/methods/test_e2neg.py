@@ -7,8 +7,7 @@ from torch_geometric.data import Data
 
 from distgcl.config import ConfigError, config_from_dict
 from distgcl.methods import GraphInfo, build_method
-from distgcl.methods.e2neg import (E2Neg, encode_sparse, encode_targets, graph_key,
-                                   permute_rows)
+from distgcl.methods.e2neg import E2Neg, graph_key, permute_rows
 from distgcl.nn import GCNEncoder
 
 
@@ -41,14 +40,15 @@ def _method(seed: int = 0, **e2neg) -> E2Neg:
 
 def _train(method: E2Neg, data: Data, steps: int, cache=None) -> list[float]:
     method.prepare(data, cache)
-    torch.manual_seed(123)  # the trainer seeds the global RNG (augmentations) once per run
-    return [method.training_step(b)["loss"] for _ in range(steps) for b in method.batches(data)]
+    return [method.training_step(b)["loss"] for epoch in range(1, steps + 1)
+            for b in method.batches(data, epoch)]
 
 
 def test_prepare_builds_stars_on_centres():
     data, method = _graph(), _method()
     method.prepare(data)
-    batch = next(iter(method.batches(data)))
+    batch, share = next(iter(method.batches(data, 1)))
+    assert torch.equal(share.ids, batch.centres) and share.total == batch.centres.numel()
     k = batch.centres.numel()
     assert 2 <= k <= 4
     assert torch.equal(batch.centres, torch.arange(k))
@@ -58,17 +58,17 @@ def test_prepare_builds_stars_on_centres():
     assert method.stats["spectral"]["residual_max"] <= 2 * method.cfg.tol
 
 
-def test_encode_targets_matches_full_encoder():
+def test_encoder_targets_and_sparse_path_match_full_encoder():
     data = _graph()
     for layers in (1, 2):
         torch.manual_seed(0)
         enc = GCNEncoder(16, 8, layers=layers, activation="prelu")
         targets = torch.tensor([3, 150, 7, 399])
-        full = enc(data.x, data.edge_index)[targets]
-        torch.testing.assert_close(encode_targets(enc, data.x, data.edge_index, targets), full,
+        full = enc(data.x, data.edge_index)
+        torch.testing.assert_close(enc(data.x, data.edge_index, targets), full[targets],
                                    atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(encode_sparse(enc, data.x, data.edge_index),
-                                   enc(data.x, data.edge_index), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(enc.embed_sparse(data.x, data.edge_index), full,
+                                   atol=1e-5, rtol=1e-5)
 
 
 def test_permute_rows_copies():
@@ -84,7 +84,7 @@ def test_permute_rows_copies():
 def test_two_views_differ():
     data, method = _graph(), _method()
     method.prepare(data)
-    batch = next(iter(method.batches(data)))
+    batch, _ = next(iter(method.batches(data, 1)))
     x_before = batch.x.clone()
     h1, h2 = method.views(batch)
     assert h1.shape == h2.shape == (batch.centres.numel(), 32)
@@ -139,7 +139,7 @@ def test_nml_variant_weights_centre_negatives():
     nmn_before = [p.detach().clone() for p in method.nmn.parameters()]
     enc_before = method.encoder.convs[0].lin.weight.detach().clone()
     method.prepare(data)
-    stats = method.training_step(next(iter(method.batches(data))))
+    stats = method.training_step(next(iter(method.batches(data, 1))))
     assert {"loss", "info_nce", "kl"} <= set(stats)
     assert torch.isfinite(torch.tensor(stats["loss"]))
     assert any(not torch.equal(p, q) for p, q in zip(method.nmn.parameters(), nmn_before))
@@ -185,7 +185,7 @@ def test_disconnected_graph_covers_every_node():
     star_of[graph.members] = graph.member_star
     assert torch.equal(kind[centres[star_of[iso]]], kind[iso])
     assert (method.labels >= 0).all() and method.stats["purity"] == 1.0
-    batch = next(iter(method.batches(data)))
+    batch, _ = next(iter(method.batches(data, 1)))
     assert batch.x.size(0) == 420 and batch.centres.numel() == 4
     assert method.embed(data).shape == (420, 32)
 

@@ -22,7 +22,8 @@ def _setup(*overrides: str):
 @pytest.mark.parametrize("negatives", ["full", "sampled"])
 def test_grace_loss_decreases(negatives: str) -> None:
     method, data = _setup(f"grace.negatives={negatives}", "grace.num_negatives=64")
-    losses = [method.training_step(data)["loss"] for _ in range(40)]
+    losses = [method.training_step(batch)["loss"] for epoch in range(1, 41)
+              for batch in method.batches(data, epoch)]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.05
     z = method.embed(data)
     assert z.shape == (200, 16) and torch.isfinite(z).all()
@@ -33,6 +34,6 @@ def test_nan_loss_stops_before_the_update() -> None:
     before = {k: v.clone() for k, v in method.named_parameters()}
     data.x[0, 0] = float("nan")
     with pytest.raises(TrainingDiverged, match="not finite"):
-        method.training_step(data)
+        method.training_step(next(iter(method.batches(data, 1))))
     after = dict(method.named_parameters())
     assert all(torch.equal(before[k], after[k]) for k in before)
