@@ -164,19 +164,25 @@ class LocalBlockSpace(BlockSpace):
         s (Tensor): :math:`\mathbf{S}` :math:`(N, N)` as ``torch.sparse_csr_tensor``.
         null_space (ndarray): orthonormal trivial basis :math:`\mathbf{Y}` :math:`(N, c)`.
         chunk (int, optional): columns per sparse product (default: ``16``).
+        device (torch.device or str, optional): where :math:`\mathbf{S}` and the blocks live,
+            e.g. ``"cuda"`` (default: ``s``'s device). Small results come back as numpy arrays.
     """
 
-    def __init__(self, s: Tensor, null_space: np.ndarray, chunk: int = 16) -> None:
-        self.s = s
+    def __init__(self, s: Tensor, null_space: np.ndarray, chunk: int = 16,
+                 device: torch.device | str | None = None) -> None:
+        self.device = torch.device(device) if device is not None else s.device
+        self.s = s.to(self.device)
         self.dtype = s.dtype
         self.num_rows = int(s.shape[0])
-        self.y = torch.from_numpy(np.ascontiguousarray(null_space, dtype=np.float64)).to(s.dtype)
+        self.y = torch.from_numpy(np.ascontiguousarray(null_space, dtype=np.float64)).to(
+            self.device, s.dtype)
         self.num_components = int(self.y.shape[1])
         self.chunk = int(chunk)
 
     @classmethod
     def from_laplacian(cls, lap: sp.spmatrix, null_space: np.ndarray,
-                       dtype: torch.dtype = torch.float64, chunk: int = 16) -> "LocalBlockSpace":
+                       dtype: torch.dtype = torch.float64, chunk: int = 16,
+                       device: torch.device | str | None = None) -> "LocalBlockSpace":
         r"""Build :math:`\mathbf{S} = \mathbf{I} - \mathbf{L}` from a normalized Laplacian
         (isolated nodes: :math:`L_{ii} = 0`, so :math:`S_{ii} = 1`)."""
         lap = sp.csr_matrix(lap)
@@ -202,10 +208,11 @@ class LocalBlockSpace(BlockSpace):
                                         torch.from_numpy(indices.astype(index_dtype)),
                                         torch.from_numpy(data).to(dtype), size=(n, n),
                                         check_invariants=False)
-        return cls(s, null_space, chunk)
+        return cls(s, null_space, chunk, device)
 
     def random(self, cols: int, seed: int) -> Tensor:
-        return torch.from_numpy(hashed_normal(seed, np.arange(self.num_rows), cols)).to(self.dtype)
+        return torch.from_numpy(hashed_normal(seed, np.arange(self.num_rows), cols)).to(
+            self.device, self.dtype)
 
     def matmul(self, x: Tensor) -> Tensor:
         return spmm(self.s, x, self.chunk)
@@ -214,13 +221,14 @@ class LocalBlockSpace(BlockSpace):
         return combine_tensors(terms)
 
     def take(self, x: Tensor, columns: np.ndarray) -> Tensor:
-        return x[:, torch.as_tensor(np.asarray(columns, dtype=np.int64))].contiguous()
+        return x[:, torch.as_tensor(np.asarray(columns, dtype=np.int64), device=x.device)
+                 ].contiguous()
 
     def gram(self, left: Sequence[Tensor], right: Sequence[Tensor]) -> np.ndarray:
         return gram_tensors(left, right)
 
     def sq_norms(self, x: Tensor) -> np.ndarray:
-        return (x.double() ** 2).sum(0).numpy()
+        return (x.double() ** 2).sum(0).cpu().numpy()
 
     def deflate(self, x: Tensor) -> Tensor:
         if self.num_components == 0:
@@ -231,7 +239,7 @@ class LocalBlockSpace(BlockSpace):
         return self.y[:, :cols].clone()
 
     def gather(self, x: Tensor) -> np.ndarray:
-        return x.double().numpy()
+        return x.double().cpu().numpy()
 
     def cols(self, x: Tensor) -> int:
         return int(x.shape[1])
@@ -249,7 +257,7 @@ def spmm(s: Tensor, x: Tensor, chunk: int = 16) -> Tensor:
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
         if b <= chunk:
             return torch.sparse.mm(s, x.contiguous())
-        out = torch.empty((s.shape[0], b), dtype=x.dtype)
+        out = torch.empty((s.shape[0], b), dtype=x.dtype, device=x.device)
         for lo in range(0, b, chunk):
             out[:, lo:lo + chunk] = torch.sparse.mm(s, x[:, lo:lo + chunk].contiguous())
         return out
@@ -264,9 +272,9 @@ def combine_tensors(terms: Sequence[tuple[Tensor, Coefficient]]) -> Tensor:
         else:
             m = np.asarray(coef, dtype=np.float64)
             if m.shape[0] == m.shape[1] and not np.any(m - np.diag(np.diagonal(m))):
-                part = x * torch.from_numpy(np.diagonal(m).copy()).to(x.dtype)  # column scaling
+                part = x * torch.from_numpy(np.diagonal(m).copy()).to(x.device, x.dtype)
             else:
-                part = x @ torch.from_numpy(m).to(x.dtype)
+                part = x @ torch.from_numpy(m).to(x.device, x.dtype)
         out = part if out is None else out.add_(part)
     if out is None:
         raise ValueError("combine needs at least one term")
@@ -278,7 +286,7 @@ def gram_tensors(left: Sequence[Tensor], right: Sequence[Tensor]) -> np.ndarray:
     a = torch.cat([x.double() for x in left], dim=1)
     b = a if list(map(id, right)) == list(map(id, left)) else torch.cat(
         [y.double() for y in right], dim=1)
-    return (a.T @ b).numpy()
+    return (a.T @ b).cpu().numpy()
 
 
 # ----------------------------------------------------------------------------- building blocks
