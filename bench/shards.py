@@ -16,7 +16,8 @@ side by side in one run, every row in its own process (so each ``peak_rss_mb`` i
   inside ``unshare -n``); the driver never loads the graph. ``driver_rss_rise_mb`` is the
   driver's RSS peak during the solve minus its RSS before it (Ray and the actors already up),
   ``driver_rss_rise_with_gather_mb`` includes gathering the N x k eigenvectors;
-  ``shard_peak_rss_mb`` lists every actor's peak RSS;
+  ``shard_peak_rss_mb`` lists every actor's peak RSS (which also counts the shared
+  object-store pages the actor read), ``shard_uss_after_mb`` its private memory after the solve;
 * NMI between the k-means clusters (``spectral_clusters``, seed 0) of each result and of
   eigsh's (``nmi_vs_eigsh``), and against the planted blocks (``nmi_vs_blocks``); the eigsh row's
   ``nmi_vs_eigsh`` is k-means seed 1 against seed 0 on eigsh's own embedding (the ceiling);
@@ -198,13 +199,15 @@ def work_sharded(args: argparse.Namespace, shards: int) -> dict[str, Any]:
         solve_phase.stop()
         rise = (solve_phase.peak_mb or before) - before
         tick = time.perf_counter()
-        vecs = np.concatenate([space.gather(space.null_block(c)), space.gather(res.vectors)],
-                              axis=1)
+        vecs = np.empty((manifest.num_nodes, args.k))  # as block_eigenpairs: one N x k array
+        space.gather(space.null_block(c), vecs, 0)
+        space.gather(res.vectors, vecs, c)
         gather_seconds = time.perf_counter() - tick
         rise_gather = max(_rss_mb(), peak_rss_mb()) - before
         pivot = np.abs(vecs).argmax(axis=0)
         vecs *= np.where(vecs[pivot, np.arange(vecs.shape[1])] < 0, -1.0, 1.0)
-        actor_peaks = handle.peak_rss_mb()
+        actor_memory = handle.memory_mb()
+        actor_peaks = [m["peak_rss"] for m in actor_memory]
         infos = handle.infos
     finally:
         handle.shutdown()
@@ -220,6 +223,7 @@ def work_sharded(args: argparse.Namespace, shards: int) -> dict[str, Any]:
             "driver_rss_rise_with_gather_mb": round(rise_gather, 1),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "shard_peak_rss_mb": [round(r, 1) for r in actor_peaks],
+            "shard_uss_after_mb": [round(m["uss"], 1) for m in actor_memory],
             "shard_halo": [i["halo"] for i in infos], "shard_nnz": [i["nnz"] for i in infos],
             "vectors": _save(f"vectors-sharded-{shards}", vecs.astype(np.float32))}
 
@@ -289,6 +293,7 @@ def work_sampling(args: argparse.Namespace, shards: int) -> dict[str, Any]:
                    sampling_rss_rise_mb=round(phase.extra_mb or 0, 1),
                    peak_rss_mb=round(peak_rss_mb(), 1),
                    shard_peak_rss_mb=[round(r, 1) for r in handle.peak_rss_mb()],
+                   shard_uss_after_mb=[round(m["uss"], 1) for m in handle.memory_mb()],
                    calls=sampler.calls)
     finally:
         handle.shutdown()

@@ -137,13 +137,17 @@ class ShardedBlockSpace(BlockSpace):
     def null_block(self, cols: int) -> ShardedBlock:
         return ShardedBlock([a.null_block.remote(cols) for a in self.actors], cols)
 
-    def gather(self, x: ShardedBlock) -> np.ndarray:
-        out = np.empty((self.num_rows, x.cols), dtype=np.float64)
+    def gather(self, x: ShardedBlock, out: np.ndarray | None = None, col: int = 0
+               ) -> np.ndarray:
+        if out is None:
+            out, col = np.empty((self.num_rows, x.cols), dtype=np.float64), 0
         for p, a in enumerate(self.actors):
             rows = self.shards.get(a.old_ids_of_rows.remote())
             for lo in range(0, x.cols, self.gather_chunk):
                 hi = min(lo + self.gather_chunk, x.cols)
-                out[rows, lo:hi] = self.shards.get(a.get_rows.remote(x.refs[p], lo, hi))
+                part = self.shards.get(a.get_rows.remote(x.refs[p], lo, hi))
+                out[rows, col + lo:col + hi] = part
+                del part
             del rows
         return out
 

@@ -179,6 +179,15 @@ class GraphShardServer:
         """Peak resident set size of this actor process (MB)."""
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
+    def memory_mb(self) -> dict[str, float]:
+        """Current RSS, USS (private pages: what this actor alone holds; RSS also counts the
+        shared object-store pages it has read) and peak RSS of this process (MB)."""
+        import psutil
+
+        info = psutil.Process().memory_full_info()
+        return {"rss": info.rss / 2**20, "uss": info.uss / 2**20,
+                "peak_rss": self.peak_rss_mb()}
+
     def data_digest(self) -> str:
         """sha256 over every array loaded from the shard file (identical after a restart)."""
         return self._digest
@@ -398,6 +407,9 @@ class GraphShards:
 
     def peak_rss_mb(self) -> list[float]:
         return self.get([a.peak_rss_mb.remote() for a in self.actors])
+
+    def memory_mb(self) -> list[dict[str, float]]:
+        return self.get([a.memory_mb.remote() for a in self.actors])
 
     def digests(self) -> list[str]:
         return self.get([a.data_digest.remote() for a in self.actors])

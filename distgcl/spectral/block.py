@@ -146,8 +146,9 @@ class BlockSpace(abc.ABC):
         r"""The first ``cols`` trivial eigenvectors :math:`y_C` (by component id) as a block."""
 
     @abc.abstractmethod
-    def gather(self, x: Block) -> np.ndarray:
-        """The block as one float64 :math:`(N, b)` array in the original node order."""
+    def gather(self, x: Block, out: np.ndarray | None = None, col: int = 0) -> np.ndarray:
+        """The block as one float64 :math:`(N, b)` array in the original node order (written
+        into ``out[:, col:col + b]`` and returning ``out`` when given)."""
 
     @abc.abstractmethod
     def cols(self, x: Block) -> int:
@@ -238,8 +239,11 @@ class LocalBlockSpace(BlockSpace):
     def null_block(self, cols: int) -> Tensor:
         return self.y[:, :cols].clone()
 
-    def gather(self, x: Tensor) -> np.ndarray:
-        return x.double().cpu().numpy()
+    def gather(self, x: Tensor, out: np.ndarray | None = None, col: int = 0) -> np.ndarray:
+        if out is None:
+            return x.double().cpu().numpy()
+        out[:, col:col + x.shape[1]] = x.cpu().numpy()
+        return out
 
     def cols(self, x: Tensor) -> int:
         return int(x.shape[1])
@@ -719,10 +723,10 @@ def block_eigenpairs(space: BlockSpace, k: int, *, method: str = "chebyshev",
                                                                        (trivial, -1.0)])), 0))
     else:
         res_trivial = np.zeros(0)
-    parts = [space.gather(trivial)]
+    vecs = np.empty((n, k), dtype=np.float64)  # gathered in place: one N x k array
+    space.gather(trivial, vecs, 0)
     if result is not None:
-        parts.append(space.gather(result.vectors))
-    vecs = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+        space.gather(result.vectors, vecs, space.cols(trivial))
     pivot = np.abs(vecs).argmax(axis=0)
     vecs *= np.where(vecs[pivot, np.arange(vecs.shape[1])] < 0, -1.0, 1.0)
     residuals = res_trivial if result is None else np.concatenate([res_trivial,
