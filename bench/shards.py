@@ -142,9 +142,10 @@ def work_single(args: argparse.Namespace, solver: str) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             return smallest_eigenpairs(lap, args.k, **options, **more)
 
-    if solver == "lobpcg-block":
-        trial = solve(maxiter=3)
-        per = trial.seconds / max(trial.iterations, 1)
+    if solver == "lobpcg-block":  # seconds per iteration from two short runs (start excluded)
+        short, longer = solve(maxiter=2), solve(maxiter=5)
+        per = max(longer.seconds - short.seconds, 1e-3) / max(longer.iterations -
+                                                               short.iterations, 1)
         maxiter = max(3, int(args.lobpcg_budget / per))
         extra.update(seconds_per_iteration=round(per, 2), budget_seconds=args.lobpcg_budget,
                      maxiter_used=maxiter)

@@ -139,11 +139,21 @@ class GraphShardServer:
         self.component = arrays["component"].astype(np.int64)
         self.trivial = torch.from_numpy(arrays["trivial"].astype(np.float64))
         shared = arrays["component_shared"].astype(bool)
-        self.local_rows = torch.from_numpy(np.flatnonzero(~shared))
-        self.local_ids, self.local_slot = np.unique(self.component[~shared], return_inverse=True)
-        self.shared_rows = torch.from_numpy(np.flatnonzero(shared))
-        self.shared_ids, self.shared_slot = np.unique(self.component[shared],
-                                                      return_inverse=True)
+        self.local_ids, self.y_local = self._indicator(~shared)
+        self.shared_ids, self.y_shared = self._indicator(shared)
+
+    def _indicator(self, rows: np.ndarray) -> tuple[np.ndarray, tuple[torch.Tensor, ...]]:
+        r"""The trivial eigenvectors restricted to ``rows`` as a sparse :math:`(n_p, c')` matrix
+        :math:`\mathbf{Y}` (one entry per selected row) and its transpose, so that
+        :math:`\mathbf{Y}^\top X` and :math:`\mathbf{Y}G` are sparse products (no fancy
+        indexing of the block): ``(component ids, (Y, Y^T))``."""
+        ids, slot = np.unique(self.component[rows], return_inverse=True)
+        coo = torch.sparse_coo_tensor(
+            torch.from_numpy(np.stack([np.flatnonzero(rows), slot])),
+            self.trivial[torch.from_numpy(rows)], (self.num_rows, ids.size)).coalesce()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+            return ids, (coo.to_sparse_csr(), coo.t().coalesce().to_sparse_csr())
 
     def _build_sampling(self, arrays: dict[str, np.ndarray]) -> None:
         """In-edge lists, the original-id lookup, features and labels."""
@@ -240,36 +250,37 @@ class GraphShardServer:
     def sq_norms(self, x: np.ndarray) -> np.ndarray:
         return (_tensor(x).double() ** 2).sum(0).numpy()
 
+    def _sums(self, y: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+            return torch.sparse.mm(y[1], x)
+
     def shared_sums(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r"""Partial :math:`y_C^\top X` over its rows, for the components it shares with other
-        shards: ``(component ids, sums (c_shared, b))``."""
-        t = _tensor(x).double()
-        sums = torch.zeros((self.shared_ids.size, t.shape[1]), dtype=torch.float64)
-        if self.shared_ids.size:
-            rows = self.shared_rows
-            sums.index_add_(0, torch.from_numpy(self.shared_slot),
-                            t[rows] * self.trivial[rows, None])
-        return self.shared_ids, sums.numpy()
+        shards: ``(component ids, sums (c_shared, b))`` (float64)."""
+        self._need("operator")
+        if not self.shared_ids.size:
+            return self.shared_ids, np.zeros((0, np.shape(x)[1]))
+        return self.shared_ids, self._sums(self.y_shared, _tensor(x).double()).numpy()
 
     def deflate(self, x: np.ndarray, shared_totals: np.ndarray | None = None) -> np.ndarray:
         r"""Its rows of :math:`X - \mathbf{Y}(\mathbf{Y}^\top X)`; ``shared_totals`` are the
         global :math:`y_C^\top X` of its shared components (order of :meth:`shared_sums`), the
-        others are summed here."""
+        others are summed here. The correction is computed in float64."""
+        self._need("operator")
         t = _tensor(x)
-        out = t.double().clone()
-        if self.local_ids.size:
-            rows = self.local_rows
-            slot = torch.from_numpy(self.local_slot)
-            sums = torch.zeros((self.local_ids.size, t.shape[1]), dtype=torch.float64)
-            sums.index_add_(0, slot, out[rows] * self.trivial[rows, None])
-            out[rows] -= self.trivial[rows, None] * sums[slot]
-        if self.shared_ids.size:
-            if shared_totals is None:
-                raise ValueError(f"shard {self.index} shares components: pass their totals")
-            rows = self.shared_rows
-            totals = torch.from_numpy(np.asarray(shared_totals, dtype=np.float64))
-            out[rows] -= self.trivial[rows, None] * totals[torch.from_numpy(self.shared_slot)]
-        return out.to(t.dtype).numpy()
+        x64 = t.double()
+        correction = torch.zeros_like(x64)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+            if self.local_ids.size:
+                correction += torch.sparse.mm(self.y_local[0], self._sums(self.y_local, x64))
+            if self.shared_ids.size:
+                if shared_totals is None:
+                    raise ValueError(f"shard {self.index} shares components: pass their totals")
+                totals = torch.from_numpy(np.asarray(shared_totals, dtype=np.float64))
+                correction += torch.sparse.mm(self.y_shared[0], totals)
+        return (x64 - correction).to(t.dtype).numpy()
 
     def null_block(self, cols: int) -> np.ndarray:
         """Its rows of the first ``cols`` trivial eigenvectors (by component id)."""
