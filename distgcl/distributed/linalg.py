@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-import ray
 import torch
 
 from distgcl.distributed.shards import GraphShards
@@ -185,4 +184,4 @@ def sharded_eigenpairs(shards: GraphShards, k: int, *, method: str = "chebyshev"
                             solver_name=f"sharded-{method}", **options)
 
 
-__all__ = ["ShardedBlock", "ShardedBlockSpace", "sharded_eigenpairs", "ray"]
+__all__ = ["ShardedBlock", "ShardedBlockSpace", "sharded_eigenpairs"]

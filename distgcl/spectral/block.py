@@ -43,7 +43,6 @@ from typing import Any, Sequence, Union
 import numpy as np
 import scipy.sparse as sp
 import torch
-from scipy.linalg import eigh
 from torch import Tensor
 from tqdm.auto import tqdm
 
