@@ -157,7 +157,8 @@ def work_single(args: argparse.Namespace, solver: str) -> dict[str, Any]:
             "matvecs": res.matvecs, "residual_max": float(f"{res.residual_max:.3e}"),
             "converged": bool(res.converged), "solver_used": res.solver,
             "lambda_k": float(np.round(res.eigenvalues[-1], 6)), "build_seconds": round(build, 1),
-            "rss_before_solve_mb": round(before, 1), "solve_extra_mb": round(phase.extra_mb or 0, 1),
+            "rss_before_solve_mb": round(before, 1),
+            "solve_extra_mb": round(phase.extra_mb or 0, 1),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "vectors": _save(f"vectors-{solver}", res.eigenvectors.astype(np.float32))}
 
@@ -306,8 +307,8 @@ def work_sampling(args: argparse.Namespace, shards: int) -> dict[str, Any]:
 def _run(args: argparse.Namespace, worker: list[str], ray: bool = False,
          manifest: str | None = None) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", *worker]
-    for key in ("scale", "k", "tol", "cheb_tol", "block", "degree", "max_matvecs", "dtype", "threads",
-                "lobpcg_budget", "shards", "fanout", "batch_size", "sample_batches"):
+    for key in ("scale", "k", "tol", "cheb_tol", "block", "degree", "max_matvecs", "dtype",
+                "threads", "lobpcg_budget", "shards", "fanout", "batch_size", "sample_batches"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     if manifest:
         cmd += ["--manifest", manifest]

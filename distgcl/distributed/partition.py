@@ -24,7 +24,8 @@ into place):
   they fit), the global degrees of its rows, the *halo* (the sorted remote columns its rows touch,
   exactly) with their degrees, the send lists (its rows each peer's halo needs), the connected
   component of each row, whether that component has rows on other shards, and the
-  trivial-eigenvector entry :math:`y_i = \sqrt{d_i}/\lVert D^{1/2}1_C\rVert`, the **directed** in-edges of its rows for neighbour sampling (sources in new and
+  trivial-eigenvector entry :math:`y_i = \sqrt{d_i}/\lVert D^{1/2}1_C\rVert`, the
+  **directed** in-edges of its rows for neighbour sampling (sources in new and
   original ids and the edge ids, in the order of the input ``edge_index``, as
   :class:`~distgcl.sampling.CSRNeighborSampler`), features and labels;
 * ``permutation.npz``: ``new_to_old`` and ``old_to_new``;

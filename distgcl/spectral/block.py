@@ -388,7 +388,8 @@ def orthonormalize(space: BlockSpace, x: Block, *, against: Sequence[Block] = ()
 
 def rayleigh_ritz(space: BlockSpace, x: Block, sx: Block) -> tuple[np.ndarray, Block, Block]:
     r"""Ritz pairs of :math:`\mathbf{S}` in the span of an orthonormal ``x``: returns
-    :math:`\theta` (descending), :math:`\mathbf{X}\mathbf{C}`, :math:`\mathbf{S}\mathbf{X}\mathbf{C}`."""
+    :math:`\theta` (descending), :math:`\mathbf{X}\mathbf{C}` and
+    :math:`\mathbf{S}\mathbf{X}\mathbf{C}`."""
     h = space.gram([x], [sx])
     theta, c = np.linalg.eigh(0.5 * (h + h.T))
     order = np.argsort(-theta, kind="stable")

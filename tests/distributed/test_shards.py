@@ -23,8 +23,9 @@ from distgcl.distributed.partition import ShardChecksumError, partition_graph  #
 from distgcl.distributed.sampling import ShardedNeighborSampler  # noqa: E402
 from distgcl.distributed.shards import GraphShards  # noqa: E402
 from distgcl.sampling import CSRNeighborSampler  # noqa: E402
-from distgcl.spectral import (adjacency, connected_components, laplacian_from_adjacency,  # noqa: E402
-                              smallest_eigenpairs, trivial_eigenvectors)
+from distgcl.spectral import (  # noqa: E402
+    adjacency, connected_components, laplacian_from_adjacency, smallest_eigenpairs,
+    trivial_eigenvectors)
 from distgcl.spectral.block import LocalBlockSpace, block_eigenpairs  # noqa: E402
 from shard_graphs import mixed_graph  # noqa: E402
 
