@@ -19,7 +19,7 @@ Memory is O(sampled nodes + sampled edges) per call plus the O(N + E) CSR built 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence
+from typing import Callable, Literal, Optional, Protocol, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -55,6 +55,13 @@ class NeighborSamplerLike(Protocol):
                ) -> SampledSubgraph: ...
 
 
+class FeatureSource(Protocol):
+    """Anything that serves feature rows by global node id (a tensor's ``__getitem__`` does;
+    :class:`distgcl.distributed.sampling.ShardedNeighborSampler` serves them from shards)."""
+
+    def features(self, ids: NodeIds) -> Tensor: ...
+
+
 def _check_fanout(num_neighbors: Sequence[int]) -> list[int]:
     fan = [int(k) for k in num_neighbors]
     if not fan:
@@ -63,6 +70,138 @@ def _check_fanout(num_neighbors: Sequence[int]) -> list[int]:
         if k == 0 or k < -1:
             raise ValueError(f"num_neighbors entries must be >= 1 or -1 for all (got {fan})")
     return fan
+
+
+def select_neighbors(degree: Tensor, k: int, replace: bool = False,
+                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    r"""Which in-edges to keep for one hop, from the in-degrees of the frontier alone.
+
+    For frontier node :math:`f` with in-degree :math:`d_f`: all of its in-edges when ``k`` is
+    -1 or (without replacement) when every :math:`d_f \le k`; else ``k`` of them uniformly
+    without replacement (every candidate edge gets a uniform key, edges are sorted by
+    (frontier node, key) and the first ``k`` of each segment are kept), or ``k`` with
+    replacement. The random keys drawn depend only on ``degree``, ``k`` and ``replace``, so
+    any caller that knows the degrees draws the same edges, wherever the lists are stored.
+
+    Args:
+        degree (Tensor): :math:`(F,)` in-degrees of the frontier nodes.
+        k (int): fan-out, -1 for all.
+        replace (bool, optional): sample with replacement (default: :obj:`False`).
+        generator (torch.Generator, optional): source of the keys (default: global).
+
+    Returns:
+        (Tensor, Tensor): ``owner`` (index into the frontier) and ``offset`` (position in that
+        node's in-edge list) of every kept edge, grouped by owner.
+    """
+    f = degree.numel()
+    if k < 0 or (not replace and bool((degree <= k).all())):
+        owner = torch.repeat_interleave(torch.arange(f), degree)
+        offset = torch.arange(owner.numel()) - torch.repeat_interleave(
+            torch.cumsum(degree, 0) - degree, degree)
+        return owner, offset
+    if replace:
+        has = degree > 0
+        owner = torch.repeat_interleave(torch.arange(f)[has], k)
+        r = torch.rand(owner.numel(), generator=generator, dtype=torch.float64)
+        offset = (r * degree[owner]).long().clamp_max(degree[owner] - 1)
+        return owner, offset
+    # without replacement: random key per candidate edge, keep the k smallest per segment
+    owner = torch.repeat_interleave(torch.arange(f), degree)  # [sum deg]
+    seg_start = torch.cumsum(degree, 0) - degree
+    offset = torch.arange(owner.numel()) - seg_start[owner]
+    key = owner.to(torch.float64) + torch.rand(owner.numel(), generator=generator,
+                                               dtype=torch.float64)
+    order = torch.argsort(key)  # segments stay contiguous, shuffled inside
+    rank = torch.arange(owner.numel()) - seg_start[owner[order]]
+    keep = order[rank < k]
+    return owner[keep], offset[keep]
+
+
+InDegree = Callable[[Tensor, Optional[Tensor]], Tensor]
+InEdges = Callable[[Tensor, Optional[Tensor], Tensor, Tensor],
+                   Tuple[Tensor, Tensor, Optional[Tensor]]]
+
+
+def sample_from_lists(seeds: NodeIds, num_neighbors: Sequence[int], in_degree: InDegree,
+                      in_edges: InEdges, *, replace: bool = False,
+                      generator: torch.Generator | None = None,
+                      seed_aux: Tensor | None = None) -> SampledSubgraph:
+    r"""Multi-hop neighbour sampling from per-node in-edge lists served by callbacks.
+
+    Hop :math:`h` asks ``in_degree(frontier, aux)`` for the frontier's in-degrees, selects
+    edges with :func:`select_neighbors`, and asks ``in_edges(frontier, aux, owner, offset)``
+    for the sources (global ids), edge ids and an optional per-source ``aux`` tensor (carried
+    along with the node, e.g. its id in a partition) of exactly those edges. Nodes seen before
+    keep their local id and are not expanded again; newly reached nodes get local ids in
+    increasing global-id order (PyG's non-disjoint ``NeighborSampler`` layout). The id map is a
+    sorted array of the nodes seen so far: memory O(sampled nodes), nothing O(N).
+
+    Args:
+        seeds (Tensor): :math:`(B,)` distinct global ids (validated by the caller).
+        num_neighbors (list[int]): fan-out per hop; -1 takes every neighbour.
+        in_degree, in_edges: the callbacks above.
+        replace (bool, optional): sample with replacement (default: :obj:`False`).
+        generator (torch.Generator, optional): source of the random keys (default: global).
+        seed_aux (Tensor, optional): ``aux`` of the seeds (default: :obj:`None`).
+
+    Returns:
+        SampledSubgraph: the subgraph (seeds first).
+    """
+    seeds = seeds.long().flatten()
+    b = seeds.numel()
+    seen, seen_local = torch.sort(seeds)
+    seen_local = torch.arange(b)[seen_local]
+    nodes, srcs, dsts, eids = [seeds], [], [], []
+    num_nodes_hop, num_edges_hop = [b], []
+    frontier, frontier_aux, frontier_local, count = seeds, seed_aux, torch.arange(b), b
+
+    def lookup(ids: Tensor) -> Tensor:
+        pos = torch.searchsorted(seen, ids).clamp_max(max(seen.numel() - 1, 0))
+        hit = seen[pos] == ids if seen.numel() else torch.zeros_like(ids, dtype=torch.bool)
+        return torch.where(hit, seen_local[pos], torch.full_like(ids, -1))
+
+    for k in num_neighbors:
+        if frontier.numel() == 0:
+            num_nodes_hop.append(0)
+            num_edges_hop.append(0)
+            continue
+        owner, offset = select_neighbors(in_degree(frontier, frontier_aux), k, replace,
+                                         generator)
+        src, eid, src_aux = in_edges(frontier, frontier_aux, owner, offset)
+        src = src.long()
+        unseen = lookup(src) < 0
+        new, inverse = torch.unique(src[unseen], return_inverse=True)  # sorted global ids
+        new_local = torch.arange(count, count + new.numel())
+        new_aux = None
+        if src_aux is not None:
+            new_aux = torch.empty(new.numel(), dtype=src_aux.dtype)
+            new_aux[inverse] = src_aux[unseen]
+        count += new.numel()
+        seen, order = torch.sort(torch.cat([seen, new]))
+        seen_local = torch.cat([seen_local, new_local])[order]
+        nodes.append(new)
+        srcs.append(lookup(src))
+        dsts.append(frontier_local[owner])
+        eids.append(eid.long())
+        num_nodes_hop.append(new.numel())
+        num_edges_hop.append(src.numel())
+        frontier, frontier_aux, frontier_local = new, new_aux, new_local
+    empty = torch.empty(0, dtype=torch.long)
+    edge_index = torch.stack([torch.cat(srcs) if srcs else empty,
+                              torch.cat(dsts) if dsts else empty])
+    return SampledSubgraph(n_id=torch.cat(nodes), edge_index=edge_index, batch_size=b,
+                           e_id=torch.cat(eids) if eids else empty,
+                           num_sampled_nodes=num_nodes_hop, num_sampled_edges=num_edges_hop)
+
+
+def check_seeds(seeds: NodeIds, num_nodes: int) -> Tensor:
+    """``seeds`` as a flat long tensor; ValueError unless distinct ids in ``[0, num_nodes)``."""
+    seeds = seeds.long().flatten()
+    if seeds.numel() and (seeds.min() < 0 or seeds.max() >= num_nodes):
+        raise ValueError(f"seed ids must be in [0, {num_nodes})")
+    if torch.unique(seeds).numel() != seeds.numel():
+        raise ValueError("seeds must be distinct")
+    return seeds
 
 
 class CSRNeighborSampler:
@@ -74,9 +213,12 @@ class CSRNeighborSampler:
     their local id and are not expanded again, as in PyG's (non-disjoint) ``NeighborSampler``.
     Within a hop, newly reached nodes get local ids in increasing global-id order.
 
-    Sampling without replacement is done for all frontier nodes at once: every candidate edge
-    gets a uniform random key, edges are sorted by (frontier node, key) and the first
-    :math:`k` of each segment are kept. Cost O(sum of frontier degrees * log) per hop.
+    Sampling without replacement is done for all frontier nodes at once
+    (:func:`select_neighbors`): every candidate edge gets a uniform random key, edges are sorted
+    by (frontier node, key) and the first :math:`k` of each segment are kept. Cost O(sum of
+    frontier degrees * log) per hop. The hop loop is :func:`sample_from_lists` on this CSR;
+    :class:`distgcl.distributed.sampling.ShardedNeighborSampler` runs the same loop on lists
+    served by graph-shard actors, so both give the same subgraph for the same generator state.
 
     Args:
         edge_index (Tensor): :math:`(2, E)` graph edges, source -> target.
@@ -101,81 +243,24 @@ class CSRNeighborSampler:
         counts = torch.bincount(col, minlength=self.num_nodes)
         self.rowptr = torch.zeros(self.num_nodes + 1, dtype=torch.long)
         torch.cumsum(counts, 0, out=self.rowptr[1:])
-        # global -> local id map, reset after each call (O(N) once, not per batch)
-        self._local = torch.full((self.num_nodes,), -1, dtype=torch.long)
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}(num_nodes={self.num_nodes}, "
                 f"num_neighbors={self.num_neighbors}, replace={self.replace})")
 
-    def _sample_hop(self, frontier: Tensor, k: int, generator: torch.Generator | None
-                    ) -> tuple[Tensor, Tensor]:
-        """Positions (into ``nbr``) of the sampled in-edges and their frontier index."""
-        start = self.rowptr[frontier]
-        deg = self.rowptr[frontier + 1] - start  # [F]
-        if k < 0 or (not self.replace and bool((deg <= k).all())):
-            take = deg
-            owner = torch.repeat_interleave(torch.arange(frontier.numel()), take)
-            offset = torch.arange(owner.numel()) - torch.repeat_interleave(
-                torch.cumsum(take, 0) - take, take)
-            return start[owner] + offset, owner
-        if self.replace:
-            has = deg > 0
-            owner = torch.repeat_interleave(torch.arange(frontier.numel())[has], k)
-            r = torch.rand(owner.numel(), generator=generator, dtype=torch.float64)
-            offset = (r * deg[owner]).long().clamp_max(deg[owner] - 1)
-            return start[owner] + offset, owner
-        # without replacement: random key per candidate edge, keep the k smallest per segment
-        owner = torch.repeat_interleave(torch.arange(frontier.numel()), deg)  # [sum deg]
-        seg_start = torch.cumsum(deg, 0) - deg
-        offset = torch.arange(owner.numel()) - seg_start[owner]
-        key = owner.to(torch.float64) + torch.rand(owner.numel(), generator=generator,
-                                                   dtype=torch.float64)
-        order = torch.argsort(key)  # segments stay contiguous, shuffled inside
-        rank = torch.arange(owner.numel()) - seg_start[owner[order]]
-        keep = order[rank < k]
-        return start[owner[keep]] + offset[keep], owner[keep]
+    def _in_degree(self, frontier: Tensor, aux: Tensor | None) -> Tensor:
+        return self.rowptr[frontier + 1] - self.rowptr[frontier]
+
+    def _in_edges(self, frontier: Tensor, aux: Tensor | None, owner: Tensor, offset: Tensor
+                  ) -> tuple[Tensor, Tensor, None]:
+        pos = self.rowptr[frontier[owner]] + offset
+        return self.nbr[pos], self.eid[pos], None
 
     def sample(self, seeds: NodeIds, generator: torch.Generator | None = None
                ) -> SampledSubgraph:
-        seeds = seeds.long().flatten()
-        if seeds.numel() and (seeds.min() < 0 or seeds.max() >= self.num_nodes):
-            raise ValueError(f"seed ids must be in [0, {self.num_nodes})")
-        if torch.unique(seeds).numel() != seeds.numel():
-            raise ValueError("seeds must be distinct")
-        local = self._local
-        local[seeds] = torch.arange(seeds.numel())
-        nodes = [seeds]
-        srcs, dsts, eids = [], [], []
-        num_nodes_hop, num_edges_hop = [seeds.numel()], []
-        frontier, count = seeds, seeds.numel()
-        try:
-            for k in self.num_neighbors:
-                if frontier.numel() == 0:
-                    num_nodes_hop.append(0)
-                    num_edges_hop.append(0)
-                    continue
-                pos, owner = self._sample_hop(frontier, k, generator)
-                src = self.nbr[pos]  # global ids of sampled neighbours
-                new = torch.unique(src[local[src] < 0])  # sorted global ids, not yet seen
-                local[new] = torch.arange(count, count + new.numel())
-                count += new.numel()
-                nodes.append(new)
-                srcs.append(local[src])
-                dsts.append(local[frontier[owner]])
-                eids.append(self.eid[pos])
-                num_nodes_hop.append(new.numel())
-                num_edges_hop.append(pos.numel())
-                frontier = new
-            n_id = torch.cat(nodes)
-        finally:
-            local[torch.cat(nodes)] = -1  # reset only what we touched
-        empty = torch.empty(0, dtype=torch.long)
-        edge_index = torch.stack([torch.cat(srcs) if srcs else empty,
-                                  torch.cat(dsts) if dsts else empty])
-        return SampledSubgraph(n_id=n_id, edge_index=edge_index, batch_size=seeds.numel(),
-                               e_id=torch.cat(eids) if eids else empty,
-                               num_sampled_nodes=num_nodes_hop, num_sampled_edges=num_edges_hop)
+        seeds = check_seeds(seeds, self.num_nodes)
+        return sample_from_lists(seeds, self.num_neighbors, self._in_degree, self._in_edges,
+                                 replace=self.replace, generator=generator)
 
 
 class PyGNeighborSampler:
@@ -239,5 +324,6 @@ def uniform_negatives(num_nodes: int, k: int, generator: torch.Generator | None 
     return torch.randint(0, num_nodes, (k,), generator=generator)
 
 
-__all__ = ["SampledSubgraph", "CSRNeighborSampler", "PyGNeighborSampler",
-           "make_neighbor_sampler", "pyg_sampling_available", "uniform_negatives"]
+__all__ = ["SampledSubgraph", "CSRNeighborSampler", "PyGNeighborSampler", "check_seeds",
+           "make_neighbor_sampler", "pyg_sampling_available", "sample_from_lists",
+           "select_neighbors", "uniform_negatives"]

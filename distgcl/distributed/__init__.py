@@ -3,6 +3,10 @@
 * :mod:`distgcl.distributed.ddp`: DDP whose all-reduce sums the ranks' gradients;
 * :mod:`distgcl.distributed.trainer`: Ray Train V2 — the worker runs :func:`distgcl.train.run_training`
   with a Ray-backed runtime; checkpoints reported through ``ray.train.report``; resume by run name.
+* :mod:`distgcl.distributed.partition`: cut a graph into P row blocks on disk (no Ray);
+* :mod:`distgcl.distributed.shards`: the ``GraphShard`` actors serving those blocks;
+* :mod:`distgcl.distributed.linalg`: sharded block products and the distributed spectral step;
+* :mod:`distgcl.distributed.sampling`: mini-batch subgraphs sampled from the shards.
 
 Submodules are imported lazily (importing this package does not import Ray).
 """

@@ -43,10 +43,31 @@ then one encoder update with the NMN frozen.
   view (a centre's own feature enters its GCN aggregate with weight :math:`1/(d+1) \approx 1\%`
   for 100 leaves), so edge dropping (a different leaf subset per view) and masking are what make
   the two views genuinely different.
-* *Disconnected graphs.* With ``component: largest`` (default) the spectral step and the centres
-  use the largest connected component: on a graph with :math:`c` components the first
-  :math:`c` eigenvectors are component indicators, and the norm rule would pick isolated nodes
-  (their indicator row has norm 1). The stars and the evaluation still use the whole graph.
+* *Disconnected graphs* (``component: all``, default). The official code runs one spectral
+  clustering on the whole graph; with :math:`c` components its first :math:`c` eigenvectors are
+  component indicators, so the norm rule picks isolated nodes (indicator row norm 1) and
+  k-means spends clusters on tiny components. Here every node is accounted for:
+
+  1. the ``clusters`` = K clusters are shared among the components with an edge by the D'Hondt
+     rule (:func:`~distgcl.spectral.centres.allocate_clusters`: each next cluster to the
+     component with the most nodes per cluster), so a component gets clusters in proportion to
+     its size and tiny components get none;
+  2. the spectral step runs on the union of the components that got clusters (their indicators
+     deflated), and k-means and the centre rule run *per component* with its share (a single
+     component takes exactly the old path);
+  3. **isolated nodes, and the nodes of components that got no cluster, become leaves of the
+     centre nearest to them by feature cosine similarity** (extra leaves beyond
+     ``num_neighbors``). They carry no structural signal (an isolated node's eigenvector is an
+     arbitrary indicator :math:`e_i`), so features are all there is; the star graph is already a
+     reconstructed topology of similar nodes, and attaching them keeps the K centres (making
+     each one its own cluster would turn every isolated node into an anchor). They are trained
+     on as leaves, through their centre's aggregate.
+
+  ``method_info`` reports ``nodes_total``, ``nodes_in_stars`` (centres + leaves),
+  ``nodes_clustered``, ``nodes_attached`` and ``isolated_nodes``. ``component: largest`` keeps
+  the old behaviour (spectral step and centres on the largest component, other nodes in no
+  star) and warns how many nodes that leaves out. The stars and the evaluation use the whole
+  graph either way.
 * *Sampling.* Seeded and exactly one star per node (see :mod:`distgcl.spectral.reconstruction`).
 
 **Configs** (``configs/<dataset>_e2neg.yaml``): the appendix hyperparameters (lr, weight decay,
@@ -67,6 +88,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
@@ -85,8 +107,9 @@ from distgcl.methods.base import GraphInfo, Method
 from distgcl.methods.bilevel import bilevel_step
 from distgcl.methods.grace import build_encoder
 from distgcl.nn import GCNEncoder, NegativeMetricNetwork, Projector, TwoViewEncoder
-from distgcl.spectral import (adjacency, cluster_purity, connected_components, largest_component,
-                              laplacian_from_adjacency, reconstruct_stars, select_centres,
+from distgcl.spectral import (adjacency, allocate_clusters, attach_leaves, cluster_purity,
+                              connected_components, laplacian_from_adjacency,
+                              nearest_by_features, reconstruct_stars, select_centres,
                               smallest_eigenpairs, spectral_clusters, trivial_eigenvectors)
 from distgcl.typing import EdgeIndex
 from distgcl.work import STREAM_AUGMENT, Share, Work
@@ -104,7 +127,8 @@ class E2NegConfig:
     """Largest star radius."""
     start_hops: int = 2
     """First star radius (E2Neg: 2)."""
-    solver: Literal["lobpcg-scipy", "lobpcg-torch", "eigsh", "dense"] = "lobpcg-scipy"
+    solver: Literal["lobpcg-scipy", "lobpcg-torch", "eigsh", "chebyshev", "lobpcg-block",
+                    "dense"] = "lobpcg-scipy"
     """Eigensolver backend (:mod:`distgcl.spectral.eigensolvers`)."""
     tol: float = 1e-5
     """Absolute eigen-residual tolerance."""
@@ -112,8 +136,10 @@ class E2NegConfig:
     """LOBPCG iterations at most."""
     pad: int | None = None
     """Extra LOBPCG block columns (default: max(5, 20 % of K))."""
-    component: Literal["largest", "all"] = "largest"
-    """Spectral step on the largest connected component, or on the whole graph."""
+    component: Literal["largest", "all"] = "all"
+    """``all``: every component shares the clusters, isolated nodes and components without a
+    cluster are attached to the feature-nearest centre; ``largest``: the old behaviour (only the
+    largest component is clustered and enters stars)."""
     centre_rule: Literal["norm", "centroid"] = "norm"
     """``norm``: spectral centrality (paper); ``centroid``: closest to the k-means centroid."""
     kmeans: Literal["minibatch", "full"] = "minibatch"
@@ -257,7 +283,7 @@ class E2Neg(Method):
     def _spectral_params(self) -> dict[str, Any]:
         c = self.cfg
         return {"k": c.clusters, "solver": c.solver, "tol": c.tol, "maxiter": c.maxiter,
-                "pad": c.pad, "component": c.component, "seed": self.seed, "version": 1}
+                "pad": c.pad, "component": c.component, "seed": self.seed, "version": 2}
 
     def _star_params(self) -> dict[str, Any]:
         c = self.cfg
@@ -266,13 +292,17 @@ class E2Neg(Method):
                 "max_hops": c.max_hops, "start_hops": c.start_hops}
 
     def _spectral(self, adj: Any, num_nodes: int) -> dict[str, Any]:
+        """Eigenpairs on the clustered components (class docstring), with the allocation."""
         c = self.cfg
+        count, comp = connected_components(adj)
+        sizes = np.bincount(comp, minlength=count)
         if c.component == "largest":
-            nodes = largest_component(adj)
-            sub = adj[nodes][:, nodes]
+            alloc = np.zeros(count, dtype=np.int64)
+            alloc[sizes.argmax()] = c.clusters
         else:
-            nodes = np.arange(num_nodes)
-            sub = adj
+            alloc = allocate_clusters(np.where(sizes > 1, sizes, 0), c.clusters)
+        nodes = np.flatnonzero(alloc[comp] > 0)
+        sub = adj[nodes][:, nodes] if nodes.size < num_nodes else adj
         if c.clusters >= nodes.size:
             raise ConfigError(f"e2neg.clusters must be < the number of nodes in the spectral step "
                               f"({nodes.size}) (got {c.clusters})")
@@ -283,7 +313,9 @@ class E2Neg(Method):
                                   progress=self.config.train.progress)
         return {"nodes": torch.from_numpy(nodes), "eigenvalues": eig.eigenvalues,
                 "eigenvectors": eig.eigenvectors.astype(np.float32), "residuals": eig.residuals,
-                "summary": eig.summary()}
+                "summary": eig.summary(), "component": torch.from_numpy(comp[nodes]),
+                "allocation": alloc, "num_components": count,
+                "isolated": int(np.count_nonzero(sizes[comp] == 1))}
 
     def _cache_path(self, cache_dir: Path | None, kind: str, data: Data,
                     params: dict[str, Any]) -> Path | None:
@@ -292,7 +324,8 @@ class E2Neg(Method):
         return Path(cache_dir) / f"{kind}-{graph_key(data.edge_index, data.num_nodes, params)}.pt"
 
     def _build_stars(self, data: Data, cache_dir: Path | None) -> dict[str, Any]:
-        """Spectral step (cached on its own), k-means, centres and the star reconstruction."""
+        """Spectral step (cached on its own), k-means and centres per component, the star
+        reconstruction, then the unreachable nodes attached by features (class docstring)."""
         c = self.cfg
         n = data.num_nodes
         adj = adjacency(data.edge_index, n, dtype=bool)
@@ -301,18 +334,52 @@ class E2Neg(Method):
             lambda: self._spectral(adj, n))
         self.stats["cache"] = "spectral" if spectral_hit else "miss"
         emb = spec["eigenvectors"]
-        labels, centroids = spectral_clusters(emb, c.clusters, seed=self.seed,
-                                              minibatch=c.kmeans == "minibatch")
-        local = select_centres(emb, labels, rule=c.centre_rule, centroids=centroids)
         nodes = spec["nodes"]
-        centres = nodes[torch.from_numpy(local)]
+        comp = spec["component"].numpy()
+        alloc = spec["allocation"]
+        labels = np.full(nodes.numel(), -1, dtype=np.int64)
+        local: list[np.ndarray] = []
+        offset = 0
+        for component in np.flatnonzero(alloc):  # ascending id: a single component = old path
+            rows = np.flatnonzero(comp == component)
+            k = int(alloc[component])
+            if k > 1:
+                lab, centroids = spectral_clusters(emb[rows], k, seed=self.seed,
+                                                   minibatch=c.kmeans == "minibatch")
+            else:
+                lab, centroids = np.zeros(rows.size, dtype=np.int64), None
+            local.append(rows[select_centres(emb[rows], lab, rule=c.centre_rule,
+                                             centroids=centroids)])
+            labels[rows] = lab + offset
+            offset += k
+        centres = nodes[torch.from_numpy(np.concatenate(local))]
         graph = reconstruct_stars(data.edge_index, n, centres, max_neighbors=c.num_neighbors,
                                   min_neighbors=c.min_neighbors, max_hops=c.max_hops,
                                   start_hops=c.start_hops, adj=adj,
                                   generator=torch.Generator().manual_seed(self.seed))
         full_labels = torch.full((n,), -1, dtype=torch.long)
         full_labels[nodes] = torch.from_numpy(labels)
-        return {"graph": graph, "labels": full_labels, "spectral": spec["summary"]}
+        outside = torch.ones(n, dtype=torch.bool)
+        outside[nodes] = False
+        attached = torch.nonzero(outside).flatten()  # isolated nodes, unclustered components
+        if c.component == "all" and attached.numel():
+            x = data.x.detach().cpu().numpy()
+            star = torch.from_numpy(nearest_by_features(x[attached.numpy()],
+                                                        x[graph.centres.numpy()]))
+            graph = attach_leaves(graph, attached, star)
+            full_labels[attached] = full_labels[graph.centres[star]]
+        in_stars = int(graph.centres.numel() + graph.members.numel())
+        coverage = {"nodes_total": n, "nodes_in_stars": in_stars,
+                    "nodes_clustered": int(nodes.numel()),
+                    "nodes_attached": int(attached.numel()) if c.component == "all" else 0,
+                    "isolated_nodes": spec["isolated"], "components": spec["num_components"],
+                    "components_clustered": int(np.count_nonzero(alloc))}
+        if c.component == "largest" and attached.numel():
+            warnings.warn(f"e2neg.component=largest: {attached.numel()} of {n} nodes are outside "
+                          f"the largest component and enter no star (use component=all)",
+                          RuntimeWarning, stacklevel=3)
+        return {"graph": graph, "labels": full_labels, "spectral": spec["summary"],
+                "coverage": coverage}
 
     def prepare(self, data: Data, cache_dir: Path | None = None,
                 prepared: dict[str, Any] | None = None) -> None:
@@ -336,7 +403,8 @@ class E2Neg(Method):
                                centres=centre_pos.to(dev), node_ids=node_ids)
         self.labels = stars["labels"]
         self.star_graph = graph
-        self.stats.update({"spectral": stars["spectral"], "centres": int(graph.centres.numel()),
+        self.stats.update({**stars.get("coverage", {}),
+                           "spectral": stars["spectral"], "centres": int(graph.centres.numel()),
                            "leaves": int(graph.members.numel()),
                            "hops_max": int(graph.hops.max()) if graph.hops.numel() else 0,
                            "prepare_seconds": time.perf_counter() - start})
@@ -414,5 +482,6 @@ class E2Neg(Method):
         return self.encoder.embed_sparse(data.x, data.edge_index)
 
     def describe(self) -> dict[str, Any]:
-        """Preprocessing statistics (centres, leaves, purity, eigen-residual, cache use)."""
+        """Preprocessing statistics (centres, leaves, nodes covered / total, purity,
+        eigen-residual, cache use)."""
         return {**self.stats, "config": asdict(self.cfg)}

@@ -117,3 +117,51 @@ def cluster_purity(labels: np.ndarray, classes: np.ndarray) -> float:
     table = np.zeros((labels.max() + 1, classes.max() + 1), dtype=np.int64)
     np.add.at(table, (labels, classes), 1)
     return float(table.max(axis=1).sum() / labels.size)
+
+
+def allocate_clusters(sizes: np.ndarray, k: int) -> np.ndarray:
+    r"""Share :math:`k` clusters among connected components by the D'Hondt rule: each next
+    cluster goes to the component :math:`C` with the largest :math:`|C| / (k_C + 1)` (ties:
+    larger component, then lower id), never more clusters than nodes.
+
+    A component gets a cluster only when it is at least as large as the clusters the larger
+    components would get, so tiny components do not take centres from big ones; equal
+    components share equally.
+
+    Shapes:
+        - **input:** ``sizes`` :math:`(c,)` component sizes
+        - **output:** :math:`(c,)` clusters per component, summing to
+          :math:`\min(k, \sum |C|)`
+    """
+    import heapq
+
+    sizes = np.asarray(sizes, dtype=np.int64)
+    alloc = np.zeros(sizes.size, dtype=np.int64)
+    heap = [(-float(s), -int(s), i) for i, s in enumerate(sizes) if s > 0]
+    heapq.heapify(heap)
+    for _ in range(int(k)):
+        if not heap:
+            break
+        _, neg_size, i = heapq.heappop(heap)
+        alloc[i] += 1
+        if alloc[i] < sizes[i]:
+            heapq.heappush(heap, (-float(sizes[i]) / (alloc[i] + 1), neg_size, i))
+    return alloc
+
+
+def nearest_by_features(x: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    r"""For every row of ``x`` the index of the most cosine-similar row of ``targets``
+    (ties and all-zero rows: the lowest index).
+
+    Shapes:
+        - **input:** ``x`` :math:`(A, F)`, ``targets`` :math:`(K, F)`
+        - **output:** :math:`(A,)` in :math:`[0, K)`
+    """
+    x = np.asarray(x, dtype=np.float64)
+    t = np.asarray(targets, dtype=np.float64)
+    xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    tn = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+    out = np.empty(x.shape[0], dtype=np.int64)
+    for lo in range(0, x.shape[0], 65536):  # (chunk x K) similarities at a time
+        out[lo:lo + 65536] = np.argmax(xn[lo:lo + 65536] @ tn.T, axis=1)
+    return out

@@ -16,6 +16,13 @@ Backends (``solver=``):
   operator :math:`2\mathbf{I} - \mathbf{L} - 2\mathbf{Y}\mathbf{Y}^\top` (the largest eigenvalues
   :math:`\mu` of :math:`2\mathbf{I} - \mathbf{L}` are :math:`2 - \lambda` for the smallest
   :math:`\lambda`; the deflation moves the trivial :math:`\mu = 2` to 0), seeded ``v0``.
+* ``"chebyshev"``: Chebyshev-filtered subspace iteration on
+  :math:`\mathbf{S} = \mathbf{I} - \mathbf{L}` (:func:`distgcl.spectral.block.chebyshev_subspace`),
+  torch CSR with int32 indices applied 16 columns at a time; the trivial eigenvectors are
+  deflated from every block. With a wide block and a loose ``tol`` or a ``max_matvecs`` budget
+  it gives a k-means-grade invariant subspace after few products.
+* ``"lobpcg-block"``: our LOBPCG on the same operator (:func:`distgcl.spectral.block.block_lobpcg`):
+  the single-process twin of the sharded solver of :mod:`distgcl.distributed.linalg`.
 * ``"dense"``: :func:`numpy.linalg.eigh` (small graphs only; also used automatically when
   :math:`N` is too small for a block method, see :func:`smallest_eigenpairs`).
 
@@ -47,8 +54,9 @@ from distgcl.spectral.laplacian import (adjacency, connected_components,
                                         trivial_eigenvectors)
 from distgcl.typing import EdgeIndex
 
-Solver = Literal["lobpcg-scipy", "lobpcg-torch", "eigsh", "dense"]
-SOLVERS: tuple[str, ...] = ("lobpcg-scipy", "lobpcg-torch", "eigsh", "dense")
+Solver = Literal["lobpcg-scipy", "lobpcg-torch", "eigsh", "chebyshev", "lobpcg-block", "dense"]
+SOLVERS: tuple[str, ...] = ("lobpcg-scipy", "lobpcg-torch", "eigsh", "chebyshev", "lobpcg-block",
+                            "dense")
 
 
 @dataclass
@@ -71,6 +79,8 @@ class Eigenpairs:
     """Block iterations (LOBPCG) or operator applications (eigsh)."""
     num_components: int
     """Connected components :math:`c` (= number of exact zero eigenvalues returned)."""
+    matvecs: int = 0
+    """Single-vector operator products (block products x columns; block backends only)."""
 
     @property
     def residual_max(self) -> float:
@@ -85,6 +95,7 @@ class Eigenpairs:
     def summary(self) -> dict[str, Any]:
         return {"solver": self.solver, "k": int(self.eigenvalues.size), "tol": self.tol,
                 "seconds": round(self.seconds, 3), "iterations": self.iterations,
+                "matvecs": self.matvecs,
                 "residual_max": self.residual_max, "num_components": self.num_components,
                 "eigenvalue_min": float(self.eigenvalues.min()),
                 "eigenvalue_max": float(self.eigenvalues.max())}
@@ -175,8 +186,8 @@ def _fill_null_space(vals: np.ndarray, vecs: np.ndarray, y: np.ndarray) -> tuple
 def smallest_eigenpairs(lap: sp.spmatrix, k: int, *, null_space: np.ndarray | None = None,
                         solver: str = "lobpcg-scipy", tol: float = 1e-5, maxiter: int = 500,
                         seed: int = 0, pad: int | None = None, preconditioner: bool = True,
-                        progress: bool = False, dtype: np.dtype | type = np.float64
-                        ) -> Eigenpairs:
+                        progress: bool = False, dtype: np.dtype | type = np.float64,
+                        max_matvecs: int | None = None, degree: int = 10) -> Eigenpairs:
     r"""The :math:`k` smallest eigenpairs of a symmetric normalized Laplacian.
 
     .. math::
@@ -191,24 +202,31 @@ def smallest_eigenpairs(lap: sp.spmatrix, k: int, *, null_space: np.ndarray | No
             from :func:`~distgcl.spectral.laplacian.trivial_eigenvectors`; returned first with
             eigenvalue 0 and deflated from the iterative solve (default: :obj:`None`, no
             deflation: only right for graphs without any zero eigenvalue, so pass it).
-        solver (str, optional): ``lobpcg-scipy | lobpcg-torch | eigsh | dense`` (module docstring)
-            (default: ``lobpcg-scipy``).
+        solver (str, optional): ``lobpcg-scipy | lobpcg-torch | eigsh | chebyshev |
+            lobpcg-block | dense`` (module docstring) (default: ``lobpcg-scipy``).
         tol (float, optional): absolute residual tolerance. scipy ``lobpcg(tol=tol)`` is absolute;
             ``torch.lobpcg`` gets ``tol / 4`` (its criterion is relative to
             :math:`\lVert L\rVert + |\lambda| \le 4`); ``eigsh`` gets ``tol / 2`` (ARPACK's is
-            relative to :math:`|\mu| \le 2`) (default: ``1e-5``).
+            relative to :math:`|\mu| \le 2`); the block backends take it as it is
+            (default: ``1e-5``).
         maxiter (int, optional): LOBPCG iterations (``maxiter`` / ``niter``); for ``eigsh``,
-            ARPACK restarts are capped at ``max(maxiter, 10 N)`` (default: ``500``).
+            ARPACK restarts are capped at ``max(maxiter, 10 N)``; ``chebyshev``: outer
+            (Rayleigh-Ritz) steps (default: ``500``).
         seed (int, optional): seeds the Gaussian starting block (numpy ``default_rng(seed)`` for
             scipy and ``eigsh``'s ``v0``, a ``torch.Generator`` for torch) (default: ``0``).
         pad (int, optional): extra block columns beyond the :math:`k - c` wanted (LOBPCG
             only); a wider block widens the gap :math:`\lambda_{k+1+\text{pad}} / \lambda_k`
-            that sets the convergence rate (default: ``max(5, ceil(0.2 (k - c)))``).
+            that sets the convergence rate (default: ``max(5, ceil(0.2 (k - c)))``;
+            ``chebyshev``: ``max(8, (k - c) // 4)``).
         preconditioner (bool, optional): use the pyamg preconditioner (``lobpcg-scipy`` only)
             (default: :obj:`True`).
         progress (bool, optional): show a tqdm bar of operator products (default: :obj:`False`).
         dtype (numpy dtype, optional): working precision of the iterative solve; residuals are
             always recomputed in float64 (default: ``float64``).
+        max_matvecs (int, optional): block backends: stop after this many single-vector
+            products (a budget for k-means-grade solves; the result may then miss ``tol``)
+            (default: no budget).
+        degree (int, optional): ``chebyshev``: largest filter degree (default: ``10``).
 
     Returns:
         Eigenpairs: eigenvalues :math:`(k,)`, eigenvectors :math:`(N, k)` with canonical signs
@@ -230,15 +248,17 @@ def smallest_eigenpairs(lap: sp.spmatrix, k: int, *, null_space: np.ndarray | No
     c = y.shape[1]
     lap = sp.csr_matrix(lap)
     start = time.perf_counter()
-    iterations = 0
+    iterations = matvecs = 0
     used = solver
     if c >= k:  # the whole answer is null space: no solve at all
         vals, vecs = np.zeros(k), y[:, :k].copy()
     else:
         m = k - c
-        block = m + (pad if pad is not None else max(5, math.ceil(0.2 * m)))
+        default_pad = max(8, m // 4) if solver == "chebyshev" else max(5, math.ceil(0.2 * m))
+        block = m + (pad if pad is not None else default_pad)
         small = (solver == "lobpcg-scipy" and n - c < 5 * block) or \
                 (solver == "lobpcg-torch" and n < 3 * (c + block)) or \
+                (solver in ("chebyshev", "lobpcg-block") and n - c < 3 * block) or \
                 (solver == "eigsh" and n - c <= m + 1)
         if solver == "dense" or small:
             used = "dense"
@@ -249,6 +269,10 @@ def smallest_eigenpairs(lap: sp.spmatrix, k: int, *, null_space: np.ndarray | No
         elif solver == "lobpcg-torch":
             vals, vecs, iterations = _lobpcg_torch(lap, y, m, block, tol, maxiter, seed,
                                                    progress, dtype)
+        elif solver in ("chebyshev", "lobpcg-block"):
+            vals, vecs, iterations, matvecs = _block(lap, y, m, block, tol, maxiter, seed,
+                                                     progress, dtype, solver, max_matvecs,
+                                                     degree)
         else:
             vals, vecs, iterations = _eigsh(lap, y, m, tol, maxiter, seed, progress, dtype)
     seconds = time.perf_counter() - start
@@ -259,7 +283,7 @@ def smallest_eigenpairs(lap: sp.spmatrix, k: int, *, null_space: np.ndarray | No
     vecs = vecs * np.where(vecs[pivot, np.arange(vecs.shape[1])] < 0, -1.0, 1.0)
     res = residual_norms(lap, vals, vecs)
     out = Eigenpairs(vals, vecs.astype(np.float64, copy=False), res, used, tol, seconds,
-                     iterations, c)
+                     iterations, c, matvecs)
     if not out.converged:
         warnings.warn(f"{used}: residual {out.residual_max:.2e} above tol {tol:.1e} after "
                       f"{iterations} iterations (raise maxiter or pad)", RuntimeWarning,
@@ -307,6 +331,24 @@ def _lobpcg_torch(lap: sp.csr_matrix, y: np.ndarray, m: int, block: int, tol: fl
     order = np.argsort(vals_np)
     vals_np, vecs_np = vals_np[order], vecs_np[:, order]
     return (*_fill_null_space(vals_np, vecs_np, y), steps[0])
+
+
+def _block(lap: sp.csr_matrix, y: np.ndarray, m: int, block: int, tol: float, maxiter: int,
+           seed: int, progress: bool, dtype: Any, solver: str, max_matvecs: int | None,
+           degree: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    from distgcl.spectral.block import LocalBlockSpace, block_lobpcg, chebyshev_subspace
+
+    tdtype = torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
+    space = LocalBlockSpace.from_laplacian(lap, y, tdtype)
+    if solver == "chebyshev":
+        res = chebyshev_subspace(space, m, block=block, tol=tol, degree=degree, maxiter=maxiter,
+                                 max_matvecs=max_matvecs, seed=seed, progress=progress)
+    else:
+        res = block_lobpcg(space, m, block=block, tol=tol, maxiter=maxiter,
+                           max_matvecs=max_matvecs, seed=seed, progress=progress)
+    vals = np.concatenate([np.zeros(y.shape[1]), 1.0 - res.theta])
+    vecs = np.concatenate([y, space.gather(res.vectors)], axis=1)
+    return vals, vecs, res.iterations, res.matvecs
 
 
 def _eigsh(lap: sp.csr_matrix, y: np.ndarray, m: int, tol: float, maxiter: int, seed: int,

@@ -159,3 +159,31 @@ def reconstruct_stars(edge_index: EdgeIndex, num_nodes: int, centres: Tensor, *,
     order = torch.argsort(star, stable=True)
     return StarGraph(centres=centres, members=node[order], member_star=star[order],
                      hops=torch.from_numpy(hops), num_candidates=torch.from_numpy(count))
+
+
+def attach_leaves(graph: StarGraph, nodes: Tensor, stars: Tensor) -> StarGraph:
+    r"""The star graph with extra leaves: node ``nodes[i]`` joins star ``stars[i]`` (an edge
+    ``nodes[i]`` → ``centres[stars[i]]``), beyond ``max_neighbors``. Used for the nodes no star
+    can reach (isolated nodes, components without a centre), see :mod:`distgcl.methods.e2neg`.
+
+    Shapes:
+        - **input:** ``nodes`` :math:`(A,)` distinct ids not yet in the graph, ``stars``
+          :math:`(A,)` in :math:`[0, K)`
+        - **output:** :class:`StarGraph` with :math:`M + A` leaves, grouped by star
+    """
+    nodes, stars = nodes.long().flatten(), stars.long().flatten()
+    if nodes.numel() != stars.numel():
+        raise ValueError(f"{nodes.numel()} nodes but {stars.numel()} star ids")
+    if nodes.numel() == 0:
+        return graph
+    taken = torch.cat([graph.centres, graph.members])
+    if bool(torch.isin(nodes, taken).any()) or torch.unique(nodes).numel() != nodes.numel():
+        raise ValueError("attached leaves must be distinct and not yet in a star")
+    if bool((stars < 0).any()) or bool((stars >= graph.centres.numel()).any()):
+        raise ValueError(f"star ids must be in [0, {graph.centres.numel()})")
+    members = torch.cat([graph.members, nodes])
+    member_star = torch.cat([graph.member_star, stars])
+    order = torch.argsort(member_star, stable=True)
+    return StarGraph(centres=graph.centres, members=members[order],
+                     member_star=member_star[order], hops=graph.hops,
+                     num_candidates=graph.num_candidates)

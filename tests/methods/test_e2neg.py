@@ -1,5 +1,6 @@
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Data
@@ -146,15 +147,69 @@ def test_nml_variant_weights_centre_negatives():
     assert all(p.requires_grad for p in method.nmn.parameters())
 
 
-def test_disconnected_graph_uses_largest_component():
-    data = _graph()
-    # Add 20 isolated nodes: they must not become centres.
-    data = Data(x=torch.cat([data.x, torch.randn(20, 16)]), edge_index=data.edge_index,
-                y=torch.cat([data.y, torch.zeros(20, dtype=torch.long)]))
-    method = _method()
+def _components_graph(seed: int = 0) -> Data:
+    """4 components of 100 nodes (no edges between them) + 20 isolated nodes (ids 400-419);
+    features: noisy one-hot of the component; isolated node i looks like component i % 4."""
+    g = torch.Generator().manual_seed(seed)
+    comp = torch.arange(4).repeat_interleave(100)
+    same = comp[:, None] == comp[None, :]
+    upper = torch.triu((torch.rand(400, 400, generator=g) < 0.1) & same, diagonal=1)
+    row, col = upper.nonzero().t()
+    ei = torch.cat([torch.stack([row, col]), torch.stack([col, row])], dim=1)
+    kind = torch.cat([comp, torch.arange(20) % 4])
+    x = torch.nn.functional.one_hot(kind, 4).float().repeat(1, 4) + 0.3 * torch.randn(
+        420, 16, generator=g)
+    return Data(x=x, edge_index=ei, y=kind)
+
+
+def test_disconnected_graph_covers_every_node():
+    data = _components_graph()
+    method = _method(clusters=4, num_neighbors=100, min_neighbors=99)
     method.prepare(data)
-    assert (method.star_graph.centres < 400).all()
+    info = method.describe()
+    assert info["components"] == 24 and info["isolated_nodes"] == 20
+    assert info["components_clustered"] == 4  # one cluster per component (equal sizes)
+    assert info["nodes_total"] == 420 and info["nodes_clustered"] == 400
+    assert info["nodes_attached"] == 20
+    assert info["nodes_in_stars"] == 420  # every node is a centre or a leaf
+    graph = method.star_graph
+    covered = torch.cat([graph.centres, graph.members])
+    assert torch.equal(covered.sort().values, torch.arange(420))  # each exactly once
+    kind = data.y
+    centres = graph.centres
+    assert (centres < 400).all()  # isolated nodes are never centres
+    assert sorted(kind[centres].tolist()) == [0, 1, 2, 3]  # one centre per component
+    # an isolated node is a leaf of the centre of the component its features look like
+    iso = torch.arange(400, 420)
+    star_of = torch.full((420,), -1, dtype=torch.long)
+    star_of[graph.members] = graph.member_star
+    assert torch.equal(kind[centres[star_of[iso]]], kind[iso])
+    assert (method.labels >= 0).all() and method.stats["purity"] == 1.0
+    batch, _ = next(iter(method.batches(data, 1)))
+    assert batch.x.size(0) == 420 and batch.centres.numel() == 4
     assert method.embed(data).shape == (420, 32)
+
+
+def test_component_largest_keeps_old_behaviour_and_warns():
+    data = _components_graph()
+    method = _method(clusters=4, num_neighbors=100, min_neighbors=99, component="largest")
+    with pytest.warns(RuntimeWarning, match="320 of 420 nodes"):
+        method.prepare(data)
+    info = method.describe()
+    assert info["nodes_clustered"] == 100 and info["nodes_attached"] == 0
+    assert info["nodes_in_stars"] == 100
+
+
+def test_dhondt_allocation_and_feature_attachment():
+    from distgcl.spectral import allocate_clusters, nearest_by_features
+
+    assert allocate_clusters(np.array([100, 100, 100, 100]), 4).tolist() == [1, 1, 1, 1]
+    assert allocate_clusters(np.array([2120, 30, 26, 0]), 6).tolist() == [6, 0, 0, 0]
+    assert allocate_clusters(np.array([600, 300, 100]), 5).tolist() == [4, 1, 0]  # 150 tie: larger
+    assert allocate_clusters(np.array([600, 300, 100]), 6).tolist() == [4, 2, 0]
+    assert allocate_clusters(np.array([3, 1]), 10).tolist() == [3, 1]  # at most |C| each
+    x = np.array([[1.0, 0.1], [0.0, 2.0], [0.0, 0.0]])
+    assert nearest_by_features(x, np.array([[0.0, 1.0], [5.0, 0.0]])).tolist() == [1, 0, 0]
 
 
 def test_config_validation():

@@ -1,0 +1,435 @@
+r"""Graph shards as Ray actors: each :class:`GraphShard` serves one row block of a partition
+written by :func:`~distgcl.distributed.partition.partition_graph`.
+
+An actor loads its shard file in ``__init__`` and verifies the file's sha256 against the
+manifest (a mismatch is a :class:`~distgcl.distributed.partition.ShardChecksumError`). Its whole
+state comes from the constructor arguments and that verified file, so when the actor process dies
+Ray restarts it (``max_restarts``) into an identical state, and because every method is a pure
+function of its arguments and that state, Ray may re-run a call that was in flight
+(``max_task_retries``) and get the same answer.
+
+Methods serve the rest of the system:
+
+* block linear algebra for :class:`~distgcl.distributed.linalg.ShardedBlockSpace`: the rows of
+  :math:`\mathbf{S}\mathbf{X}` from the rows of :math:`\mathbf{X}` it owns plus its halo rows,
+  linear combinations, partial Gram matrices, deflation of the trivial eigenvectors (blocks are
+  numpy arrays in Ray's object store, passed in and returned, never kept in the actor);
+* neighbour sampling for :class:`~distgcl.distributed.sampling.ShardedNeighborSampler`: in-degrees
+  and selected in-edges of given nodes, which original ids it owns, feature rows;
+* introspection: its pid, its peak RSS, a digest of the data it holds.
+
+:class:`GraphShards` is the driver-side handle: it starts the :math:`P` actors of a manifest,
+waits until they are ready (turning a checksum failure into a
+:class:`~distgcl.distributed.partition.ShardChecksumError`), and shuts them down.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import ray
+import torch
+
+from distgcl.distributed.partition import (OPERATOR_KEYS, SAMPLING_KEYS, Manifest,
+                                           ShardChecksumError, load_manifest, load_shard)
+from distgcl.spectral.block import Coefficient, combine_tensors, gram_tensors, hashed_normal, spmm
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+SERVE = ("all", "operator", "sampling")
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """A torch view of a (possibly read-only, object-store backed) numpy array; the kernels
+    never write into their inputs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not writable.*")
+        return torch.from_numpy(np.asarray(a))
+
+
+class GraphShardServer:
+    r"""The state and methods of one graph shard (the class behind the :data:`GraphShard` actor;
+    usable in-process as well).
+
+    Args:
+        manifest_path (str): the partition's ``manifest.json`` (or its directory).
+        index (int): the shard :math:`p`.
+        dtype (str, optional): ``float64 | float32``, precision of :math:`\mathbf{S}` and of
+            the blocks it produces (default: ``float64``).
+        threads (int, optional): torch threads of this process (default: torch's default).
+        chunk (int, optional): columns per sparse product (default: ``16``).
+        serve (str, optional): ``all | operator | sampling``: load only what the spectral step
+            (operator) or the sampler needs; the whole file is checksummed either way
+            (default: ``all``).
+    """
+
+    def __init__(self, manifest_path: str, index: int, dtype: str = "float64",
+                 threads: int | None = None, chunk: int = 16, serve: str = "all") -> None:
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        if dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(_DTYPES)}")
+        if serve not in SERVE:
+            raise ValueError(f"unknown serve {serve!r}; known: {', '.join(SERVE)}")
+        self.dtype = _DTYPES[dtype]
+        self.chunk = int(chunk)
+        self.serve = serve
+        self.manifest: Manifest = load_manifest(manifest_path)
+        self.index = int(index)
+        keys = {"all": None, "operator": OPERATOR_KEYS, "sampling": SAMPLING_KEYS}[serve]
+        arrays = load_shard(self.manifest, self.index, verify=True, keys=keys)
+        self._digest = _arrays_digest(arrays)
+        self.lo, self.hi = (int(v) for v in arrays["rows"])
+        self.num_rows = self.hi - self.lo
+        self.old_ids = arrays["old_ids"].astype(np.int64)
+        self.s: torch.Tensor | None = None
+        self.in_indptr: torch.Tensor | None = None
+        if serve in ("all", "operator"):
+            self._build_operator(arrays)
+        if serve in ("all", "sampling"):
+            self._build_sampling(arrays)
+
+    def _build_operator(self, arrays: dict[str, np.ndarray]) -> None:
+        """The operator rows: S = D^-1/2 A D^-1/2 with columns relabelled own rows first, then
+        the halo; the trivial-eigenvector entries; the send lists."""
+        bounds = np.asarray(self.manifest.bounds)
+        p = self.manifest.num_shards
+        halo = arrays.pop("halo").astype(np.int64)
+        indices = arrays.pop("adj_indices")
+        n_ext = self.num_rows + halo.size
+        index_np = np.int32 if max(indices.size, n_ext) < 2**31 - 1 else np.int64
+        local = np.empty(indices.size, dtype=index_np)
+        own = (indices >= self.lo) & (indices < self.hi)
+        local[own] = indices[own] - self.lo
+        remote = ~own
+        local[remote] = self.num_rows + np.searchsorted(halo, indices[remote])
+        del own, remote, indices
+        deg = arrays["degree"]
+        np_dtype = _np_dtype(self.dtype)
+        inv_row = (1.0 / np.sqrt(np.where(deg == 0, 1.0, deg))).astype(np_dtype)
+        inv_col = np.concatenate([inv_row, (1.0 / np.sqrt(np.maximum(arrays["halo_degree"], 1.0))
+                                            ).astype(np_dtype)])
+        indptr = arrays.pop("adj_indptr")
+        rows = np.repeat(np.arange(self.num_rows, dtype=index_np), np.diff(indptr))
+        values = inv_row[rows]
+        del rows
+        values *= inv_col[local]
+        index_dtype = torch.int32 if index_np == np.int32 else torch.int64
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+            self.s = torch.sparse_csr_tensor(
+                torch.from_numpy(indptr).to(index_dtype), torch.from_numpy(local),
+                torch.from_numpy(values), size=(self.num_rows, n_ext), check_invariants=False)
+        del local, values
+        self.isolated = torch.from_numpy(deg == 0)
+        self.any_isolated = bool(self.isolated.any())
+        # halo rows arrive grouped by owner (ascending), each group sorted: the halo order.
+        self.halo_size = int(halo.size)
+        cuts = np.searchsorted(halo, bounds)
+        self.halo_counts = [int(cuts[q + 1] - cuts[q]) for q in range(p)]
+        send_ptr, send = arrays["send_ptr"], arrays["send"].astype(np.int64)
+        self.send = [torch.from_numpy(send[send_ptr[q]:send_ptr[q + 1]] - self.lo)
+                     for q in range(p)]
+        # trivial eigenvectors: component of every row, its entry, and which components have
+        # rows on other shards (those need a global sum; the others are summed here)
+        self.component = arrays["component"].astype(np.int64)
+        self.trivial = torch.from_numpy(arrays["trivial"].astype(np.float64))
+        shared = arrays["component_shared"].astype(bool)
+        self.local_ids, self.y_local = self._indicator(~shared)
+        self.shared_ids, self.y_shared = self._indicator(shared)
+
+    def _indicator(self, rows: np.ndarray) -> tuple[np.ndarray, tuple[torch.Tensor, ...]]:
+        r"""The trivial eigenvectors restricted to ``rows`` as a sparse :math:`(n_p, c')` matrix
+        :math:`\mathbf{Y}` (one entry per selected row) and its transpose, so that
+        :math:`\mathbf{Y}^\top X` and :math:`\mathbf{Y}G` are sparse products (no fancy
+        indexing of the block): ``(component ids, (Y, Y^T))``."""
+        ids, slot = np.unique(self.component[rows], return_inverse=True)
+        coo = torch.sparse_coo_tensor(
+            torch.from_numpy(np.stack([np.flatnonzero(rows), slot])),
+            self.trivial[torch.from_numpy(rows)], (self.num_rows, ids.size)).coalesce()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+            return ids, (coo.to_sparse_csr(), coo.t().coalesce().to_sparse_csr())
+
+    def _build_sampling(self, arrays: dict[str, np.ndarray]) -> None:
+        """In-edge lists, the original-id lookup, features and labels."""
+        self._old_order = np.argsort(self.old_ids, kind="stable")
+        self._old_sorted = self.old_ids[self._old_order]
+        self.in_indptr = torch.from_numpy(arrays["in_indptr"])
+        self.in_src_new = torch.from_numpy(arrays["in_src_new"])
+        self.in_src_old = torch.from_numpy(arrays["in_src_old"])
+        self.in_eid = torch.from_numpy(arrays["in_eid"])
+        self.x = torch.from_numpy(arrays["x"]) if "x" in arrays else None
+        self.y = torch.from_numpy(arrays["y"]) if "y" in arrays else None
+
+    def _need(self, part: str) -> None:
+        if (self.s if part == "operator" else self.in_indptr) is None:
+            raise RuntimeError(f"shard {self.index} was started with serve={self.serve!r}: "
+                               f"it does not serve the {part}")
+
+    # ------------------------------------------------------------------ introspection
+
+    def info(self) -> dict[str, Any]:
+        """Index, pid, node range, sizes, and the digest of the loaded arrays."""
+        return {"index": self.index, "pid": os.getpid(), "rows": [self.lo, self.hi],
+                "serve": self.serve,
+                "nnz": None if self.s is None else int(self.s.values().numel()),
+                "halo": getattr(self, "halo_size", None),
+                "in_edges": None if self.in_indptr is None else int(self.in_src_new.numel()),
+                "digest": self._digest, "dtype": str(self.dtype).replace("torch.", "")}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def peak_rss_mb(self) -> float:
+        """Peak resident set size of this actor process (MB)."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+    def memory_mb(self) -> dict[str, float]:
+        """Current RSS, USS (private pages: what this actor alone holds; RSS also counts the
+        shared object-store pages it has read) and peak RSS of this process (MB)."""
+        import psutil
+
+        info = psutil.Process().memory_full_info()
+        return {"rss": info.rss / 2**20, "uss": info.uss / 2**20,
+                "peak_rss": self.peak_rss_mb()}
+
+    def data_digest(self) -> str:
+        """sha256 over every array loaded from the shard file (identical after a restart)."""
+        return self._digest
+
+    def old_ids_of_rows(self) -> np.ndarray:
+        """Original ids of the rows, in row order."""
+        return self.old_ids
+
+    # ------------------------------------------------------------------ block linear algebra
+
+    def random(self, seed: int, cols: int) -> np.ndarray:
+        """Rows of :func:`~distgcl.spectral.block.hashed_normal` (original ids)."""
+        return hashed_normal(seed, self.old_ids, cols).astype(_np_dtype(self.dtype))
+
+    def export(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        """For every shard ``q`` the rows of ``x`` that ``q``'s halo needs (empty for itself)."""
+        self._need("operator")
+        t = _tensor(x)
+        parts = tuple(t.index_select(0, s).numpy() if s.numel() else
+                      np.zeros((0, t.shape[1]), dtype=x.dtype) for s in self.send)
+        return parts if len(parts) > 1 else parts[0]  # type: ignore[return-value]
+
+    def matmul(self, x: np.ndarray, *halo_parts: np.ndarray) -> np.ndarray:
+        r"""Its rows of :math:`\mathbf{S}\mathbf{X}`: ``x`` its own rows, ``halo_parts`` the
+        exports of the other shards (ascending shard order, itself left out)."""
+        self._need("operator")
+        parts = [_tensor(x)] + [_tensor(h) for h in halo_parts]
+        ext = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+        if ext.shape[0] != self.num_rows + self.halo_size:
+            raise ValueError(f"shard {self.index}: got {ext.shape[0]} rows, expected "
+                             f"{self.num_rows} own + {self.halo_size} halo")
+        out = spmm(self.s, ext, self.chunk)
+        if self.any_isolated:
+            out[self.isolated] += _tensor(x)[self.isolated]  # S_ii = 1 for isolated nodes
+        return out.numpy()
+
+    def combine(self, coefs: Sequence[Coefficient], *blocks: np.ndarray) -> np.ndarray:
+        return combine_tensors([(_tensor(b), c) for b, c in zip(blocks, coefs)]).numpy()
+
+    def take(self, x: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(x)[:, np.asarray(columns, dtype=np.int64)])
+
+    def gram(self, num_left: int, *blocks: np.ndarray) -> np.ndarray:
+        """Partial :math:`[X_i]^\\top[Y_j]` over its rows; ``blocks`` = lefts then rights (no
+        rights: the lefts again)."""
+        left = [_tensor(b) for b in blocks[:num_left]]
+        right = [_tensor(b) for b in blocks[num_left:]] or left
+        return gram_tensors(left, right)
+
+    def sq_norms(self, x: np.ndarray) -> np.ndarray:
+        return (_tensor(x).double() ** 2).sum(0).numpy()
+
+    def _sums(self, y: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+            return torch.sparse.mm(y[1], x)
+
+    def shared_sums(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        r"""Partial :math:`y_C^\top X` over its rows, for the components it shares with other
+        shards: ``(component ids, sums (c_shared, b))`` (float64)."""
+        self._need("operator")
+        if not self.shared_ids.size:
+            return self.shared_ids, np.zeros((0, np.shape(x)[1]))
+        return self.shared_ids, self._sums(self.y_shared, _tensor(x).double()).numpy()
+
+    def deflate(self, x: np.ndarray, shared_totals: np.ndarray | None = None) -> np.ndarray:
+        r"""Its rows of :math:`X - \mathbf{Y}(\mathbf{Y}^\top X)`; ``shared_totals`` are the
+        global :math:`y_C^\top X` of its shared components (order of :meth:`shared_sums`), the
+        others are summed here. The correction is computed in float64."""
+        self._need("operator")
+        t = _tensor(x)
+        x64 = t.double()
+        correction = torch.zeros_like(x64)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+            if self.local_ids.size:
+                correction += torch.sparse.mm(self.y_local[0], self._sums(self.y_local, x64))
+            if self.shared_ids.size:
+                if shared_totals is None:
+                    raise ValueError(f"shard {self.index} shares components: pass their totals")
+                totals = torch.from_numpy(np.asarray(shared_totals, dtype=np.float64))
+                correction += torch.sparse.mm(self.y_shared[0], totals)
+        return (x64 - correction).to(t.dtype).numpy()
+
+    def null_block(self, cols: int) -> np.ndarray:
+        """Its rows of the first ``cols`` trivial eigenvectors (by component id)."""
+        out = np.zeros((self.num_rows, cols), dtype=_np_dtype(self.dtype))
+        keep = self.component < cols
+        out[np.flatnonzero(keep), self.component[keep]] = self.trivial.numpy()[keep]
+        return out
+
+    def get_rows(self, x: np.ndarray, col_lo: int = 0, col_hi: int | None = None) -> np.ndarray:
+        """Columns ``col_lo:col_hi`` of its rows of ``x`` as float64 (for gathering)."""
+        return np.asarray(x)[:, col_lo:col_hi].astype(np.float64)
+
+    # ------------------------------------------------------------------ sampling and features
+
+    def locate(self, old_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which of ``old_ids`` (original ids) it owns: ``(positions in old_ids, new ids)``."""
+        self._need("sampling")
+        old = np.asarray(old_ids, dtype=np.int64)
+        pos = np.searchsorted(self._old_sorted, old)
+        pos = np.minimum(pos, max(self._old_sorted.size - 1, 0))
+        hit = np.flatnonzero(self._old_sorted[pos] == old) if self._old_sorted.size else \
+            np.zeros(0, dtype=np.int64)
+        return hit, self.lo + self._old_order[pos[hit]]
+
+    def in_degree(self, new_ids: np.ndarray) -> np.ndarray:
+        """Number of in-edges (directed, as given to the partitioner) of its nodes ``new_ids``."""
+        self._need("sampling")
+        local = torch.as_tensor(np.asarray(new_ids, dtype=np.int64) - self.lo)
+        return (self.in_indptr[local + 1] - self.in_indptr[local]).numpy()
+
+    def in_edges(self, new_ids: np.ndarray, offsets: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The ``offsets[i]``-th in-edge of node ``new_ids[i]``:
+        ``(source original ids, source new ids, edge ids)``."""
+        self._need("sampling")
+        local = torch.as_tensor(np.asarray(new_ids, dtype=np.int64) - self.lo)
+        pos = self.in_indptr[local] + torch.as_tensor(np.asarray(offsets, dtype=np.int64))
+        return (self.in_src_old[pos].long().numpy(), self.in_src_new[pos].long().numpy(),
+                self.in_eid[pos].long().numpy())
+
+    def features(self, old_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Feature rows of the ``old_ids`` it owns: ``(positions in old_ids, rows)``."""
+        if self.x is None:
+            raise ValueError("this partition was written without features")
+        hit, new = self.locate(old_ids)
+        return hit, self.x[torch.from_numpy(new - self.lo)].numpy()
+
+    def labels(self, old_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels of the ``old_ids`` it owns: ``(positions in old_ids, labels)``."""
+        if self.y is None:
+            raise ValueError("this partition was written without labels")
+        hit, new = self.locate(old_ids)
+        return hit, self.y[torch.from_numpy(new - self.lo)].numpy()
+
+
+def _np_dtype(dtype: torch.dtype) -> type:
+    return np.float64 if dtype == torch.float64 else np.float32
+
+
+def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}:{a.dtype}:{a.shape}".encode())
+        digest.update(a.data)
+    return digest.hexdigest()
+
+
+GraphShard = ray.remote(GraphShardServer)
+"""The Ray actor class of :class:`GraphShardServer` (options are set by :class:`GraphShards`)."""
+
+
+class GraphShards:
+    r"""Start the :math:`P` :data:`GraphShard` actors of a partition, and shut them down.
+
+    Args:
+        manifest (Manifest or path): the partition.
+        dtype (str, optional): ``float64 | float32`` for the operator and blocks
+            (default: ``float64``).
+        num_cpus (float, optional): Ray CPUs reserved per actor (default: the cluster's CPUs
+            divided by :math:`P`).
+        threads (int, optional): torch threads per actor (default: ``max(1, int(num_cpus))``).
+        max_restarts (int, optional): restarts of a dead actor (default: ``3``).
+        max_task_retries (int, optional): re-runs of a call that was in flight when its actor
+            died; safe because every method is pure (default: ``3``).
+        timeout (float, optional): seconds to wait for the actors to load (default: ``600``).
+        chunk (int, optional): columns per sparse product (default: ``16``).
+        serve (str, optional): ``all | operator | sampling`` (:class:`GraphShardServer`)
+            (default: ``all``).
+
+    Raises:
+        ShardChecksumError: a shard file does not match its manifest.
+    """
+
+    def __init__(self, manifest: Manifest | str | Path, *, dtype: str = "float64",
+                 num_cpus: float | None = None, threads: int | None = None,
+                 max_restarts: int = 3, max_task_retries: int = 3, timeout: float = 600.0,
+                 chunk: int = 16, serve: str = "all") -> None:
+        self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+        self.timeout = float(timeout)
+        self.dtype = dtype
+        p = self.manifest.num_shards
+        if num_cpus is None:
+            num_cpus = max(float(ray.cluster_resources().get("CPU", 1.0)) / p, 0.01)
+        self.threads = int(threads) if threads is not None else max(1, int(num_cpus))
+        self.actors = [GraphShard.options(num_cpus=num_cpus, max_restarts=max_restarts,
+                                          max_task_retries=max_task_retries).remote(
+            str(self.manifest.path), i, dtype, self.threads, chunk, serve) for i in range(p)]
+        try:
+            self.infos = self.get([a.info.remote() for a in self.actors])
+        except Exception as err:  # turn a remote checksum failure into our own error
+            self.shutdown()
+            if "ShardChecksumError" in str(err):
+                line = next((s for s in str(err).splitlines() if "ShardChecksumError" in s),
+                            str(err))
+                raise ShardChecksumError(line.split("ShardChecksumError:", 1)[-1].strip()
+                                         ) from None
+            raise
+
+    def __len__(self) -> int:
+        return len(self.actors)
+
+    def __enter__(self) -> "GraphShards":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    def get(self, refs: Any) -> Any:
+        """``ray.get`` bounded by the handle's timeout."""
+        return ray.get(refs, timeout=self.timeout)
+
+    def pids(self) -> list[int]:
+        return self.get([a.pid.remote() for a in self.actors])
+
+    def peak_rss_mb(self) -> list[float]:
+        return self.get([a.peak_rss_mb.remote() for a in self.actors])
+
+    def memory_mb(self) -> list[dict[str, float]]:
+        return self.get([a.memory_mb.remote() for a in self.actors])
+
+    def digests(self) -> list[str]:
+        return self.get([a.data_digest.remote() for a in self.actors])
+
+    def shutdown(self) -> None:
+        """Kill the actors (no restart)."""
+        for a in getattr(self, "actors", []):
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # already gone
+                pass
+        self.actors = []
