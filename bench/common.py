@@ -34,12 +34,16 @@ def command_line() -> str:
 
 def run_distgcl(config: str | Path, overrides: list[str], out_dir: Path,
                 timeout: float | None = None) -> dict[str, Any]:
-    """Run one training job in its own process; return its ``result.json`` plus ``wall_seconds``."""
+    """Run one training job in its own process; return its ``result.json`` plus ``wall_seconds``
+    (with ``$DISTGCL_HEAVY_LOCK`` set, the job waits for and holds that ``flock`` lock file)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "distgcl.cli", "train", str(config), "--out", str(out_dir)]
     for item in overrides:
         cmd += ["--set", item]
     cmd += ["--set", "train.progress=false"]
+    lock = os.environ.get("DISTGCL_HEAVY_LOCK")  # e.g. /tmp/distgcl-heavy.lock: one heavy job
+    if lock:                                     # at a time, the light probes outside the lock
+        cmd = ["flock", lock, *cmd]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - start

@@ -113,7 +113,10 @@ class ModelConfig:
     """Width of the inner GCN layers; default ``2 * out_dim`` as in GRACE."""
     layers: int = 2
     """Number of GCNConv layers."""
-    activation: Literal["relu", "prelu", "rrelu", "elu", "identity"] = "relu"
+    activation: Literal["relu", "prelu", "prelu-shared", "rrelu", "elu", "identity"] = "relu"
+    """``prelu``: one PReLU slope per channel and layer (E2Neg's ``PReLU(output)``);
+    ``prelu-shared``: one slope for the whole encoder (GRACE's ``nn.PReLU()`` module, reused by
+    every layer)."""
     activate_last: bool = True
     """Apply the activation after the last layer too (GRACE does, NML-GCL does not)."""
     proj_dim: int = 128
@@ -178,13 +181,16 @@ class EvalConfig:
     ``result.json`` (``metrics.probe``).
     """
 
-    protocol: Literal["default", "pygcl-10-80-10", "grace-random-10-90", "nml-public"] = "default"
+    protocol: Literal["default", "pygcl-10-80-10", "grace-random-10-90", "grace-public",
+                      "nml-public"] = "default"
     """``default``: the dataset's split (public, or random 1:1:8 per seed), L-BFGS logistic
     regression with its C picked on validation, L2-normalized embeddings.
     ``pygcl-10-80-10``: E2Neg's evaluation (PyGCL ``get_split``: 10 % train, 80 % validation,
     10 % test per seed; PyGCL's Adam ``LREvaluator``, lr 0.01, 10000 epochs, check every 20;
     raw embeddings). ``grace-random-10-90``: GRACE's ``eval.py`` (random 10 % train / 90 % test,
     L2-normalized, one-vs-rest liblinear LR with C in 2^-10..2^9 by 5-fold CV).
+    ``grace-public``: the same probe on the public split (the DGL GRACE example's
+    ``--split public``, where GRACE's public-split figures come from).
     ``nml-public``: NML-GCL's ``eval.py`` (public split on Planetoid, else PyGCL ``get_split``;
     Adam LREvaluator, lr 0.001, 3000 epochs, check every 2; raw embeddings)."""
     probe: Literal["lbfgs", "adam", "liblinear-cv"] | None = None

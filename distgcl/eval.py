@@ -170,7 +170,7 @@ def linear_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], *, epochs: int 
         best_test = torch.tensor([ogb_rocauc(_logits(z, best_weight[s], best_bias[s],
                                                      test_ids[s], chunk_rows).cpu(),
                                              y[test_ids[s]].cpu()) / 100.0
-                                  for s in range(num_seeds)])
+                                  for s in range(num_seeds)], dtype=torch.float64)
     return ProbeResult([100.0 * float(s) for s in best_test], [int(e) for e in best_epoch])
 
 
@@ -259,9 +259,8 @@ def lbfgs_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], *,
             tr, va, te = (m.cpu().numpy() for m in (sp.train, sp.val, sp.test))
             if va.any():
                 best = (-1.0, grid[0], 0.0)
-                clf = LogisticRegression(max_iter=max_iter, warm_start=True)
-                for c in grid:  # warm start along the C path
-                    clf.set_params(C=c).fit(x[tr], labels[tr])
+                for c in grid:
+                    clf = LogisticRegression(C=c, max_iter=max_iter).fit(x[tr], labels[tr])
                     val = float((clf.predict(x[va]) == labels[va]).mean())
                     if val > best[0]:
                         best = (val, c, float((clf.predict(x[te]) == labels[te]).mean()))
@@ -298,7 +297,8 @@ def liblinear_cv_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], *,
     with _threads(threads):
         for i in first:
             tr, te = splits[i].train.cpu().numpy(), splits[i].test.cpu().numpy()
-            search = GridSearchCV(OneVsRestClassifier(LogisticRegression(solver="liblinear")),
+            search = GridSearchCV(OneVsRestClassifier(LogisticRegression(solver="liblinear",
+                                                                         random_state=0)),
                                   {"estimator__C": list(c_grid)}, cv=cv_folds)
             search.fit(x[tr], onehot[tr])
             pred = search.predict_proba(x[te]).argmax(1)

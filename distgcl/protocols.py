@@ -14,6 +14,10 @@ preset                 split per probe seed                   probe             
 ``grace-random-10-90`` random 10 % train / 90 % test          one-vs-rest liblinear LR, C in          L2
                                                               :math:`2^{-10..9}` by 5-fold CV
                                                               (GRACE's ``eval.py``)
+``grace-public``       the dataset's (public) split           GRACE's probe (as above), fitted on     L2
+                                                              the public train nodes (the DGL
+                                                              example's ``--split public``, which
+                                                              gives GRACE's public-split figures)
 ``nml-public``         public split on Planetoid, else        Adam LR: lr 0.001, wd 0, 3000 epochs,   raw
                        PyGCL ``get_split``                    check every 2 (NML-GCL's ``eval.py``)
 =====================  =====================================  ======================================  =========
@@ -82,6 +86,10 @@ PRESETS: dict[str, Protocol] = {
     "grace-random-10-90": Protocol("grace-random-10-90", "train-test", "liblinear-cv", "l2",
                                    c_grid=GRACE_C_GRID, cv_folds=5,
                                    anchor="GRACE eval.py (label_classification)"),
+    "grace-public": Protocol("grace-public", "dataset", "liblinear-cv", "l2",
+                             c_grid=GRACE_C_GRID, cv_folds=5,
+                             anchor="GRACE eval.py on the public split (DGL example --split "
+                                    "public)"),
     "nml-public": Protocol("nml-public", "fixed-else-pygcl", "adam", "none", epochs=3000,
                            lr=1e-3, weight_decay=0.0, eval_every=2,
                            anchor="NML-GCL eval.py (LREvaluator)"),
