@@ -3,6 +3,7 @@
 (``shared/reference/bench-results.md``)."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -52,6 +53,23 @@ def run_distgcl(config: str | Path, overrides: list[str], out_dir: Path,
     result = json.loads((out_dir / "result.json").read_text())
     result["wall_seconds"] = wall
     return result
+
+
+@contextlib.contextmanager
+def heavy_lock() -> Iterator[None]:
+    """Hold ``$DISTGCL_HEAVY_LOCK`` (``flock``) for in-process heavy work, e.g. long probes."""
+    lock = os.environ.get("DISTGCL_HEAVY_LOCK")
+    if not lock:
+        yield
+        return
+    import fcntl
+
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def row_from_result(result: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, WORK, run_distgcl, write_results  # noqa: E402
+from common import REPO, WORK, heavy_lock, run_distgcl, write_results  # noqa: E402
 
 CONFIG = REPO / "configs" / "citeseer_grace.yaml"
 LIGHT_EVAL = ["eval.probe_seeds=1", "eval.clustering=false", "eval.save_embeddings=true",
@@ -65,7 +65,8 @@ def _probe(overrides: list[str], protocol: list[str], z: Any, seeds: int) -> dic
     cfg = load_config(CONFIG, [*overrides, *protocol, f"eval.probe_seeds={seeds}"])
     dataset = load_from_config(cfg.data, seed=cfg.train.seed)
     start = time.perf_counter()
-    res, settings = probe_embeddings(z, dataset, cfg.eval, cfg.train.seed)
+    with heavy_lock():
+        res, settings = probe_embeddings(z, dataset, cfg.eval, cfg.train.seed)
     return {"accuracy_mean": round(res.mean, 2), "accuracy_std": round(res.std, 2),
             "probe_seconds": round(time.perf_counter() - start, 1),
             "split_sizes": settings["split_sizes"], "best_c": sorted(set(res.best_c))}

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, RESULTS, WORK, run_distgcl, write_results  # noqa: E402
+from common import REPO, RESULTS, WORK, heavy_lock, run_distgcl, write_results  # noqa: E402
 
 LIGHT_EVAL = ["eval.probe_seeds=1", "eval.probe_epochs=10", "eval.clustering=false",
               "eval.save_embeddings=true", "train.threads=1"]
@@ -86,7 +86,8 @@ def _probe(config_path: Path, seed: int, protocol: str, z: Any) -> dict[str, Any
     cfg = load_config(config_path, overrides)
     dataset = load_from_config(cfg.data, seed=cfg.train.seed)
     start = time.perf_counter()
-    res, settings = probe_embeddings(z, dataset, cfg.eval, seed)
+    with heavy_lock():  # the long probes are heavy work too
+        res, settings = probe_embeddings(z, dataset, cfg.eval, seed)
     seconds = time.perf_counter() - start
     return {"accuracy_mean": round(res.mean, 2), "accuracy_std": round(res.std, 2),
             "probe_seconds": round(seconds, 1), "settings": settings}
