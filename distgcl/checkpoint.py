@@ -7,6 +7,9 @@ directory into ``{storage_path}/{run_name}/step-<N>``)::
     step-<N>/manifest.json    {"step", "sha256", "bytes", "format"} of state.pt
     step-<N>/.complete        written last: a step counts only once its marker exists
 
+(Ray Train runs name them ``step-<N>-<session>``: Ray tracks checkpoints by path, so a step
+written again after a resume must not reuse the path of the one it replaces.)
+
 Writes go through temporary files with names no other process uses (pid + random suffix), then an
 atomic rename, so a crash mid-save never yields a torn checkpoint. :meth:`CheckpointManager.load`
 verifies the newest complete step against its checksum; a truncated or corrupted one is skipped
@@ -121,18 +124,24 @@ class CheckpointManager:
         self.keep_latest_k = keep_latest_k
         self.log = log
 
-    def steps(self) -> list[int]:
-        """Complete checkpoint steps (marker present), ascending."""
+    def entries(self) -> list[tuple[int, Path]]:
+        """Complete checkpoints (marker present) as ``(step, folder)``, oldest first."""
         if not self.folder.is_dir():
             return []
         out = []
         for d in self.folder.glob("step-*"):
-            if (d / MARKER).is_file():
-                try:
-                    out.append(int(d.name.split("-", 1)[1]))
-                except ValueError:
-                    continue
-        return sorted(out)
+            if not (d / MARKER).is_file():
+                continue
+            try:
+                step = int(d.name.split("-")[1])
+            except (IndexError, ValueError):
+                continue
+            out.append((step, (d / MARKER).stat().st_mtime, d))
+        return [(step, d) for step, _, d in sorted(out)]
+
+    def steps(self) -> list[int]:
+        """Complete checkpoint steps, ascending."""
+        return [step for step, _ in self.entries()]
 
     def path(self, step: int) -> Path:
         return self.folder / f"step-{step}"
@@ -144,28 +153,29 @@ class CheckpointManager:
         return target
 
     def purge(self) -> None:
-        for old in self.steps()[:-self.keep_latest_k]:
-            shutil.rmtree(self.path(old), ignore_errors=True)
+        for _, old in self.entries()[:-self.keep_latest_k]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def load(self, step: int = -1) -> dict[str, Any] | None:
         """The state of checkpoint ``step``, or (``step=-1``) of the newest complete checkpoint
         that passes its checksum; a damaged newer one is reported in one line and skipped.
         None when there is no usable checkpoint."""
-        steps = self.steps()
+        entries = self.entries()
         if step != -1:
-            if step not in steps:
+            found = [d for s, d in entries if s == step]
+            if not found:
                 raise FileNotFoundError(f"no complete checkpoint step-{step} in {self.folder}")
-            return read_step_dir(self.path(step))
+            return read_step_dir(found[-1])
         skipped: list[str] = []
-        for candidate in reversed(steps):
+        for _, candidate in reversed(entries):
             try:
-                state = read_step_dir(self.path(candidate))
+                state = read_step_dir(candidate)
             except CorruptCheckpoint as exc:
-                skipped.append(f"step-{candidate} ({exc})")
+                skipped.append(f"{candidate.name} ({exc})")
                 continue
             if skipped:
                 self.log(f"checkpoint {', '.join(skipped)} in {self.folder} is damaged; "
-                         f"resuming from step-{candidate}")
+                         f"resuming from {candidate.name}")
             return state
         if skipped:
             self.log(f"every checkpoint in {self.folder} is damaged ({', '.join(skipped)}); "

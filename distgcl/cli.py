@@ -1,10 +1,18 @@
-"""Command line: ``distgcl train CONFIG [--set KEY=VALUE ...] [--out DIR]`` and ``distgcl datasets``.
+"""Command line: ``distgcl train CONFIG [--set KEY=VALUE ...] [--out DIR] [--num-workers N
+[--use-gpu] [--run-name NAME] [--storage PATH]]``, ``distgcl embed RUN_DIR [--graph PATH]
+[--out FILE]`` and ``distgcl datasets``.
 
 Examples::
 
     distgcl train configs/quickstart.yaml
     distgcl train configs/cora_grace.yaml --set train.epochs=50 --set train.seed=1 --out runs/cora
+    distgcl train configs/quickstart.yaml --num-workers 2 --run-name qs --storage runs
+    distgcl embed runs/cora --graph new_graph.pt --out new_graph_embeddings.npy
     DISTGCL_DATA=../shared/data distgcl datasets
+
+``--num-workers N`` runs the same training on N Ray Train workers (the ``dist:`` config section
+holds the same settings plus ``max_failures``, ``checkpoint_every``, ...); the run directory is
+``STORAGE/NAME`` and starting the same command again resumes it.
 
 Bad input (unknown key, wrong type, out-of-range value, unknown dataset, missing files) prints one
 line on stderr and exits with code 2. A diverged run exits with code 1. New knobs belong in the
@@ -13,6 +21,7 @@ config dataclasses, not in new flags (the flag set is pinned by a test).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import sys
 from pathlib import Path
@@ -30,6 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="KEY=VALUE", help="override a config value, e.g. train.epochs=5")
     train.add_argument("--out", default=None, metavar="DIR",
                        help="output directory (default: runs/<method>-<dataset>-<time>)")
+    train.add_argument("--num-workers", type=int, default=None, metavar="N",
+                       help="train on N Ray Train workers (dist.num_workers)")
+    train.add_argument("--use-gpu", action="store_true", default=None,
+                       help="one GPU per worker (dist.use_gpu)")
+    train.add_argument("--run-name", default=None, metavar="NAME",
+                       help="run folder under the storage path; the same name resumes "
+                            "(dist.run_name)")
+    train.add_argument("--storage", default=None, metavar="PATH",
+                       help="storage path of distributed runs, shared on a cluster "
+                            "(dist.storage_path)")
+    embed = sub.add_parser("embed", help="embed a graph with the trained encoder of a run")
+    embed.add_argument("run_dir", metavar="RUN_DIR", help="the folder of a distgcl train run")
+    embed.add_argument("--graph", default=None, metavar="PATH",
+                       help="torch.save'd PyG Data with x and edge_index, same feature width as "
+                            "the training graph (default: the run's training graph)")
+    embed.add_argument("--out", default=None, metavar="FILE",
+                       help="where to write the embeddings: .pt (torch) or .npy (numpy) "
+                            "(default: RUN_DIR/embeddings-<graph>.pt)")
     datasets = sub.add_parser("datasets", help="list datasets and whether their files are present")
     datasets.add_argument("--root", default=None, help="data root (default: $DISTGCL_DATA)")
     return parser
@@ -46,10 +73,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from distgcl.methods import TrainingDiverged
     from distgcl.train import run_training
 
+    flags = {"num_workers": args.num_workers, "use_gpu": args.use_gpu,
+             "run_name": args.run_name, "storage_path": args.storage}
     try:
         config = load_config(args.config, args.overrides)
+        # the flags are the dist: section's fields (taken as given, not parsed as YAML)
+        config.dist = dataclasses.replace(config.dist,
+                                          **{k: v for k, v in flags.items() if v is not None})
+        config.validate()
     except ConfigError as exc:
         return _fail(str(exc))
+    if config.dist.num_workers is not None:
+        return _train_distributed(config, args.out)
     out = args.out or (f"runs/{config.method}-{config.data.name}-"
                        f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     try:
@@ -58,17 +93,71 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     except TrainingDiverged as exc:
         return _fail(f"training diverged: {exc}", EXIT_FAILED)
+    _print_result(result, f"{out}/result.json")
+    return 0
+
+
+def _train_distributed(config, out: str | None) -> int:  # type: ignore[no-untyped-def]
+    from distgcl.data import DatasetError, missing_files
+    from distgcl.data.registry import SPECS, default_root
+
+    spec = SPECS.get(config.data.name)
+    if spec is not None and spec.family not in ("generated", "file") and not config.data.download:
+        root = Path(config.data.root) if config.data.root else default_root()
+        try:
+            missing = missing_files(config.data.name, root)
+        except DatasetError as exc:
+            return _fail(str(exc))
+        if missing:  # checked on the driver: one line instead of N failing workers
+            return _fail(f"dataset {config.data.name!r}: {len(missing)} file(s) missing under "
+                         f"{missing[0].parent}: {missing[0].name} ...")
+    from distgcl.distributed.trainer import DistributedTrainingFailed, train_distributed
+
+    try:
+        result = train_distributed(config, out)
+    except DistributedTrainingFailed as exc:
+        return _fail(f"distributed training failed: {exc} (run directory {exc.run_dir})",
+                     EXIT_FAILED)
+    _print_result(result, f"{result['run_dir']}/result.json")
+    return 0
+
+
+def _print_result(result: dict, where: str) -> None:
     m = result["metrics"]
-    if "accuracy_mean" in m:
+    if "linear_probe" in m.get("skipped", {}):
+        line = f"linear probe skipped: {m['skipped']['linear_probe']}"
+    elif "accuracy_mean" in m:
         line = f"linear-probe accuracy: {m['accuracy_mean']:.2f} ± {m['accuracy_std']:.2f}"
         if "nmi" in m:
             line += f" | NMI {m['nmi']:.4f} ARI {m['ari']:.4f} FMI {m['fmi']:.4f}"
     else:
         line = f"linear-probe ROC-AUC: {m['rocauc_mean']:.2f} ± {m['rocauc_std']:.2f}"
-    seeds = result["config"]["eval"]["probe_seeds"]
-    print(f"{result['method']} on {result['dataset']}: {line} ({seeds} probe seeds)")
+    if "linear_probe" not in m.get("skipped", {}):
+        line += f" ({result['config']['eval']['probe_seeds']} probe seeds)"
+    workers = result.get("world_size", 1)
+    print(f"{result['method']} on {result['dataset']}: {line}")
     print(f"{result['timing']['seconds_per_epoch']:.3f} s/epoch, "
-          f"peak RSS {result['memory']['peak_rss_mb']:.0f} MB; results in {out}/result.json")
+          + (f"{workers} workers, " if workers > 1 else "")
+          + f"peak RSS {result['memory']['peak_rss_mb']:.0f} MB; results in {where}")
+    files = result.get("outputs", {}).get("embeddings")
+    if files:
+        run_dir = Path(where).parent
+        shape = "x".join(str(v) for v in result["outputs"]["embedding_shape"])
+        print(f"embeddings ({shape}): {', '.join(str(run_dir / f) for f in files)}; "
+              f"encoder: {run_dir / 'encoder.pt'}")
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from distgcl.config import ConfigError
+    from distgcl.data import DatasetError
+    from distgcl.export import ExportError, embed_graph
+
+    try:
+        path, z = embed_graph(args.run_dir, args.graph, args.out)
+    except (ExportError, DatasetError, ConfigError) as exc:
+        return _fail(str(exc))
+    print(f"embedded {z.size(0)} nodes ({z.size(1)} dims) with the encoder of {args.run_dir}: "
+          f"{path}")
     return 0
 
 
@@ -94,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return cmd_train(args)
+    if args.command == "embed":
+        return cmd_embed(args)
     return cmd_datasets(args)
 
 

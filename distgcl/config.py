@@ -88,7 +88,8 @@ class DataConfig:
     cache: str | None = None
     """Writable cache for processed files. Default: $DISTGCL_CACHE, else ~/.cache/distgcl."""
     path: str | None = None
-    """For ``name: file``: a ``.pt`` file holding a PyG ``Data`` with x, edge_index, y."""
+    """For ``name: file``: a ``.pt`` file holding a PyG ``Data`` with x, edge_index (y and
+    train/val/test masks optional: without y the run trains and skips label-based evaluation)."""
     download: bool = False
     """Let PyG/OGB download missing raw files (needs network)."""
     normalize_features: bool = False
@@ -218,8 +219,13 @@ class EvalConfig:
     clustering: bool = True
     """k-means NMI/ARI/FMI for single-label datasets."""
     clustering_runs: int = 3
-    save_embeddings: bool = False
-    """Write the frozen embeddings to ``<out>/embeddings.pt`` (to re-run evaluations later)."""
+    save_embeddings: bool = True
+    """Write the final node embeddings (float32 ``[N, d]``) to ``<out>/embeddings.pt``."""
+    save_embeddings_npy: bool = False
+    """Also write them as ``<out>/embeddings.npy`` (for numpy users)."""
+    embed_batch_size: int = 65536
+    """Rows per sparse product when computing the embeddings (run and ``distgcl embed``; 0: all
+    rows at once). Bounds the temporaries, not the result; the numbers do not depend on it."""
 
     def validate(self, prefix: str) -> None:
         check_at_least(f"{prefix}.probe_seeds", self.probe_seeds, 1)
@@ -236,6 +242,7 @@ class EvalConfig:
                    f"{prefix}.probe_c_grid must be a non-empty list of numbers > 0 "
                    f"(got {self.probe_c_grid})")
         check_at_least(f"{prefix}.clustering_runs", self.clustering_runs, 1)
+        check_at_least(f"{prefix}.embed_batch_size", self.embed_batch_size, 0)
 
 
 @dataclass(kw_only=True)
@@ -258,8 +265,8 @@ class DistConfig:
     """Worker failures Ray Train recovers from (all workers restart from the last checkpoint);
     -1: unlimited."""
     checkpoint_every: int | None = None
-    """Checkpoint every N optimizer steps (default: ``train.checkpoint_every`` if set, else once
-    per epoch)."""
+    """Checkpoint every N optimizer steps (default: ``train.checkpoint_every`` if set, else
+    about 20 checkpoints over the run)."""
     keep_checkpoints: int = 2
     """Complete checkpoints kept (>= 2: the newest may be damaged)."""
     address: str | None = None

@@ -7,11 +7,17 @@ directory (rank 0 only):
 
 - ``metrics.jsonl``: one line per epoch (``epoch``, ``loss``, ``seconds``, method stats; summed
   over ranks), each epoch exactly once, also across resumes,
-- ``result.json``: method, dataset, seed, resolved config, metrics, timing, memory, world size,
+- ``result.json``: method, dataset, seed, resolved config, metrics (``metrics["skipped"]``: what
+  was not computed and why, e.g. no labels), timing, memory, world size, outputs,
+- ``embeddings.pt`` (float32 ``[N, d]``; ``.npy`` too on request) and ``encoder.pt`` (the trained
+  encoder and what rebuilds it; ``distgcl embed`` reads it): :mod:`distgcl.export`,
 - ``training_curve.png``: loss and seconds per epoch,
 - checkpoints every ``train.checkpoint_every`` optimizer steps (``<out>/checkpoints/step-N``, or
   ``{storage}/{run}/step-N`` under Ray): a rerun with the same directory resumes from the newest
   intact one and reproduces the uninterrupted run exactly on CPU (mid-epoch too),
+- ``progress.json``: a heartbeat ``{"global_step", "epoch", "time"}`` refreshed at most once a
+  second, and ``resumes.jsonl``: one line per resume (the step it resumed from, when the
+  checkpoint was loaded and when the first new step finished),
 - ``last_good.pt`` if the loss diverged (a recent state before the bad step).
 """
 from __future__ import annotations
@@ -32,6 +38,8 @@ from distgcl.checkpoint import atomic_torch_save, atomic_write_text
 from distgcl.config import Config
 from distgcl.data import GraphDataset, default_cache, load_from_config
 from distgcl.eval import clustering_scores
+from distgcl.export import (EMBEDDINGS_FILE, ENCODER_FILE, node_embeddings, save_embeddings,
+                            save_encoder)
 from distgcl.memory import PhasePeak, peak_rss_mb
 from distgcl.methods import GraphInfo, Method, TrainingDiverged, build_method
 from distgcl.protocols import probe_embeddings
@@ -40,6 +48,8 @@ from distgcl.work import Work
 
 FAIL_AT_ENV = "DISTGCL_FAIL_AT"
 """Test switch: ``rank:step[,rank:step...]`` makes that rank exit once after that global step."""
+STEP_DELAY_ENV = "DISTGCL_STEP_DELAY"
+"""Test/demo switch: sleep this many seconds after every step (a window to kill a process in)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -64,28 +74,56 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def write_outputs(method: Method, dataset: GraphDataset, config: Config, out: Path | None,
+                  progress: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The run's product, computed and written once (by the chief): ``embeddings.pt`` (float32
+    ``[N, d]``, + ``.npy`` with ``eval.save_embeddings_npy``) and ``encoder.pt``
+    (:mod:`distgcl.export`). Returns the embeddings and what ``result.json`` records of them."""
+    e, data = config.eval, dataset.data
+    z = node_embeddings(method.encoder, data, e.embed_batch_size,
+                        progress and 0 < e.embed_batch_size < data.num_nodes)
+    outputs: dict[str, Any] = {"embedding_shape": list(z.shape)}
+    if out is not None:
+        save_encoder(out / ENCODER_FILE, method.encoder, config.to_dict(), dataset=dataset.name,
+                     num_nodes=data.num_nodes)
+        outputs["encoder"] = ENCODER_FILE
+        if e.save_embeddings:
+            written = save_embeddings(z, out / EMBEDDINGS_FILE, npy=e.save_embeddings_npy)
+            outputs["embeddings"] = [p.name for p in written]
+    return z, outputs
+
+
 def evaluate(method: Method, dataset: GraphDataset, config: Config,
-             out: Path | None = None) -> dict[str, Any]:
-    """Linear probe over ``eval.probe_seeds`` seeds, plus clustering for single-label data."""
+             z: torch.Tensor) -> dict[str, Any]:
+    """Linear probe over ``eval.probe_seeds`` seeds, plus clustering for single-label data, on
+    the embeddings ``z`` (those written to ``embeddings.pt``). ``metrics["skipped"]`` names each
+    metric not computed and why (a label-free graph skips both, saying so in one line)."""
     e = config.eval
     data = dataset.data
-    z = method.embed(data).detach().cpu()
-    if out is not None and e.save_embeddings:
-        torch.save(z, out / "embeddings.pt")
+    if not dataset.has_labels:
+        reason = "the graph has no labels (data.y)"
+        print(f"distgcl: {dataset.name}: {reason}: linear probe and clustering skipped; "
+              f"the embeddings are the result", flush=True)
+        return {"skipped": {"linear_probe": reason, "clustering": reason}}
+    skipped: dict[str, str] = {}
     # the split rule, probe and normalization of eval.protocol (distgcl/protocols.py)
     probe, settings = probe_embeddings(z, dataset, e, config.train.seed,
                                        device=config.train.device)
     metrics: dict[str, Any] = {"probe": settings}
     if dataset.multilabel:
         metrics.update(rocauc_mean=probe.mean, rocauc_std=probe.std, rocauc_per_seed=probe.scores)
+        skipped["clustering"] = "multi-label data (k-means needs one class per node)"
     else:
         metrics.update(accuracy_mean=probe.mean, accuracy_std=probe.std,
                        accuracy_per_seed=probe.scores)
         if e.clustering:
             metrics.update(clustering_scores(z, data.y.cpu(), dataset.num_classes,
                                              e.clustering_runs, seed=config.train.seed))
+        else:
+            skipped["clustering"] = "eval.clustering is false"
         if hasattr(method, "false_negative_diagnostic"):
             metrics["false_negative"] = method.false_negative_diagnostic(data)
+    metrics["skipped"] = skipped
     return metrics
 
 
@@ -109,6 +147,40 @@ def plot_curve(records: list[dict[str, Any]], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def checkpoint_interval(config: Config, world_size: int, total_steps: int) -> int:
+    """Optimizer steps between checkpoints (0: none). A distributed run always keeps a
+    resumable state: ``dist.checkpoint_every``, else ``train.checkpoint_every``, else about 20
+    checkpoints over the run (each one is a ``ray.train.report`` barrier)."""
+    if world_size > 1 or config.dist.num_workers is not None:
+        every = config.dist.checkpoint_every or config.train.checkpoint_every
+        return every or max(1, -(-total_steps // 20))
+    return config.train.checkpoint_every
+
+
+class _LineBar(tqdm):
+    """tqdm that prints whole lines (a Ray worker's output is forwarded line by line, so the
+    usual carriage-return updates would arrive as one line at the end)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs, mininterval=10.0, ascii=True)
+
+    _last = ""
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        line = (self.__str__() if msg is None else msg).strip()
+        if line and line != self._last:
+            print(line, flush=True)
+            self._last = line
+        return True
+
+
+def progress_bar(total: int, initial: int, desc: str, *, enabled: bool, lines: bool) -> tqdm:
+    if lines and enabled:
+        return _LineBar(total=total, initial=initial, desc=desc, unit="step")
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled,
+                dynamic_ncols=True, mininterval=1.0, unit="step")
 
 
 def _fail_points(rank: int) -> set[int]:
@@ -148,6 +220,28 @@ class _Snapshot:
                       "optimizers": copy.deepcopy(self.method.optimizer_state())}
         self.epoch, self.taken = epoch, time.perf_counter()
         self.cost = self.taken - now
+
+
+class _Heartbeat:
+    """The chief's ``progress.json`` (at most once a second) and ``resumes.jsonl``."""
+
+    def __init__(self, run_dir: Path | None) -> None:
+        self.run_dir, self.last = run_dir, 0.0
+
+    def beat(self, global_step: int, epoch: int) -> None:
+        now = time.time()
+        if self.run_dir is None or now - self.last < 1.0:
+            return
+        self.last = now
+        atomic_write_text(self.run_dir / "progress.json", json.dumps(
+            {"global_step": global_step, "epoch": epoch, "time": now}) + "\n")
+
+    def resumed(self, info: dict[str, Any], global_step: int) -> None:
+        if self.run_dir is None:
+            return
+        with (self.run_dir / "resumes.jsonl").open("a") as fh:
+            fh.write(json.dumps({**info, "first_step": global_step,
+                                 "first_step_done": time.time(), "pid": os.getpid()}) + "\n")
 
 
 def _load_dataset(config: Config, runtime: Runtime) -> GraphDataset:
@@ -192,10 +286,7 @@ def run_training(config: Config, out_dir: str | Path | None = None,
     prepare_seconds = time.perf_counter() - prep_start
 
     steps_per_epoch = method.steps_per_epoch(data)
-    every = config.dist.checkpoint_every if runtime.world_size > 1 and \
-        config.dist.checkpoint_every else t.checkpoint_every
-    if runtime.world_size > 1 and not every:
-        every = steps_per_epoch  # a distributed run always keeps a resumable state
+    every = checkpoint_interval(config, runtime.world_size, t.epochs * steps_per_epoch)
     records: list[dict[str, Any]] = []
     start_epoch, start_step, global_step = 1, 0, 0
     partial = _empty_partial()
@@ -222,11 +313,13 @@ def run_training(config: Config, out_dir: str | Path | None = None,
         atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in records))
     snapshot = _Snapshot(method)
     fail_points = _fail_points(runtime.rank)
+    step_delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
     total_steps = t.epochs * steps_per_epoch
-    bar = tqdm(total=total_steps, initial=global_step, desc=f"{method.name}/{dataset.name}",
-               disable=not (t.progress and chief), dynamic_ncols=True, mininterval=1.0,
-               unit="step")
+    bar = progress_bar(total_steps, global_step, f"{method.name}/{dataset.name}",
+                       enabled=t.progress and chief, lines=runtime.world_size > 1)
     anchors_done, train_seconds = 0.0, 0.0
+    heartbeat = _Heartbeat(out if chief else None)
+    resumed = {"from_step": global_step, "loaded": time.time()} if state is not None else None
     training_memory = PhasePeak().start()
     for epoch in range(start_epoch, t.epochs + 1):
         first = start_step if epoch == start_epoch else 0
@@ -239,6 +332,8 @@ def run_training(config: Config, out_dir: str | Path | None = None,
         try:
             for batch in method.batches(data, epoch, start_step=first):
                 stats = method.training_step(batch)
+                if step_delay:
+                    time.sleep(step_delay)
                 for key, value in stats.items():
                     partial["sums"][key] = partial["sums"].get(key, 0.0) + value
                 partial["steps"] += 1
@@ -246,6 +341,10 @@ def run_training(config: Config, out_dir: str | Path | None = None,
                 global_step += 1
                 anchors_done += stats.get("anchors", 0.0)
                 bar.update(1)
+                heartbeat.beat(global_step, epoch)
+                if resumed is not None:
+                    heartbeat.resumed(resumed, global_step)
+                    resumed = None
                 due = bool(every) and global_step % every == 0
                 if due and step_in_epoch < steps_per_epoch:  # mid-epoch checkpoint
                     now = time.perf_counter()
@@ -279,7 +378,7 @@ def run_training(config: Config, out_dir: str | Path | None = None,
         if metrics_path is not None and chief:
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
-        bar.set_postfix(epoch=epoch, loss=f"{record['loss']:.4f}")
+        bar.set_postfix(epoch=epoch, loss=f"{record['loss']:.4f}", refresh=False)
         if due:  # the epoch's last step was a checkpoint step: save it with the epoch's record
             _checkpoint(runtime, method, config, global_step, epoch, step_in_epoch,
                         _empty_partial(), records)
@@ -294,7 +393,8 @@ def run_training(config: Config, out_dir: str | Path | None = None,
     result: dict[str, Any] = {}
     if chief:
         eval_start = time.perf_counter()
-        metrics = evaluate(method, dataset, config, out)
+        z, outputs = write_outputs(method, dataset, config, out, progress=t.progress)
+        metrics = evaluate(method, dataset, config, z)
         eval_seconds = time.perf_counter() - eval_start
         epoch_seconds = sum(r["seconds"] for r in records)
         result = {
@@ -314,6 +414,7 @@ def run_training(config: Config, out_dir: str | Path | None = None,
                            "anchors_per_second": sum(r["anchors_per_second"] or 0.0
                                                      for r in info_by_rank)},
             "epochs_run": len(records),
+            "outputs": outputs,
             **runtime.worker_info(),
         }
         if hasattr(method, "describe"):  # method-specific statistics (E2Neg: centres, purity)

@@ -26,20 +26,30 @@ class GraphDataset:
 
     name: str
     data: Data
-    """``x [N, F]`` float, ``edge_index [2, E]``, ``y`` (``[N]`` class ids or ``[N, T]`` 0/1)."""
+    """``x [N, F]`` float, ``edge_index [2, E]``, ``y`` (``[N]`` class ids or ``[N, T]`` 0/1;
+    absent on a label-free graph)."""
     num_classes: int
-    """Classes, or tasks for multi-label data."""
+    """Classes, or tasks for multi-label data (0 without labels)."""
     multilabel: bool = False
     split: str = "random"
-    """``public`` / ``species`` / ``time`` (fixed masks on ``data``) or ``random`` (1:1:8 per seed)."""
+    """``public`` / ``species`` / ``time`` / ``file`` (fixed masks on ``data``), ``random``
+    (1:1:8 per seed) or ``none`` (no labels: nothing to split)."""
     extra: dict = field(default_factory=dict)
 
     @property
+    def has_labels(self) -> bool:
+        """Whether the graph has node labels (``data.y``); evaluation that needs them is skipped
+        otherwise."""
+        return getattr(self.data, "y", None) is not None
+
+    @property
     def fixed_split(self) -> bool:
-        return self.split != "random"
+        return self.split not in ("random", "none")
 
     def split_masks(self, seed: int) -> SplitMasks:
         """The split for probe run ``seed``: the fixed one, or a seeded random 1:1:8 split."""
+        if not self.has_labels:
+            raise ValueError(f"dataset {self.name!r} has no labels: there is no split to draw")
         if self.fixed_split:
             return SplitMasks(self.data.train_mask, self.data.val_mask, self.data.test_mask)
         return random_split(self.data.num_nodes, seed)
@@ -148,6 +158,8 @@ def _load_pyg(name: str, root: Path, cache: Path) -> Data:
 
 
 def _load_file(path: str | None) -> Data:
+    """A user's ``torch.save``d PyG ``Data`` (or dict) with ``x`` and ``edge_index``; ``y`` and the
+    masks are optional (a label-free graph trains, and evaluation that needs labels is skipped)."""
     if path is None:
         raise DatasetError("data.path is required for data.name=file")
     p = Path(path)
@@ -164,9 +176,11 @@ def _load_file(path: str | None) -> Data:
         obj = Data(**obj)
     if not isinstance(obj, Data):
         raise DatasetError(f"{p} holds a {type(obj).__name__}, expected torch_geometric Data")
-    for key in ("x", "edge_index", "y"):
+    for key in ("x", "edge_index"):
         if getattr(obj, key, None) is None:
-            raise DatasetError(f"{p}: Data has no '{key}' (needs x, edge_index, y)")
+            raise DatasetError(f"{p}: Data has no '{key}' (needs x and edge_index; y is optional)")
+    if obj.x.dim() != 2:
+        raise DatasetError(f"{p}: x must have shape [N, F] (got {list(obj.x.shape)})")
     if obj.edge_index.dim() != 2 or obj.edge_index.size(0) != 2:
         raise DatasetError(f"{p}: edge_index must have shape [2, E] (got {list(obj.edge_index.shape)})")
     return obj
@@ -194,7 +208,7 @@ def load_dataset(name: str, root: str | Path | None = None, *, cache: str | Path
                 f"(no download without network: copy them there, point data.root/DISTGCL_DATA at "
                 f"a folder that has them, or set data.download=true)")
 
-    split, multilabel = "random", False
+    split, multilabel, num_classes = "random", False, 0
     if spec.family == "planetoid":
         data, split = _load_pyg(name, root_path, cache_path), "public"
         num_classes = int(data.y.max()) + 1
@@ -218,11 +232,18 @@ def load_dataset(name: str, root: str | Path | None = None, *, cache: str | Path
         num_classes = c.num_classes  # type: ignore[attr-defined]
     else:
         data = _load_file(path)
-        multilabel = data.y.dim() == 2 and data.y.size(1) > 1
-        num_classes = int(data.y.size(1)) if multilabel else int(data.y.max()) + 1
-        if all(getattr(data, k, None) is not None for k in ("train_mask", "val_mask", "test_mask")):
-            split = "file"
-    data = Data(x=data.x.float(), edge_index=data.edge_index.long(), y=data.y,
+        y = getattr(data, "y", None)
+        if y is not None:
+            multilabel = y.dim() == 2 and y.size(1) > 1
+            num_classes = int(y.size(1)) if multilabel else int(y.max()) + 1
+            if all(getattr(data, k, None) is not None
+                   for k in ("train_mask", "val_mask", "test_mask")):
+                split = "file"
+    y = getattr(data, "y", None)
+    if y is None:  # label-free (a user file; any family whose loader found no labels)
+        num_classes, multilabel, split = 0, False, "none"
+    labels = {"y": y} if y is not None else {}
+    data = Data(x=data.x.float(), edge_index=data.edge_index.long(), **labels,
                 num_nodes=data.num_nodes,
                 **{k: getattr(data, k) for k in ("train_mask", "val_mask", "test_mask")
                    if getattr(data, k, None) is not None})

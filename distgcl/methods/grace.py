@@ -8,7 +8,9 @@ symmetric InfoNCE of :func:`distgcl.losses.grace_loss` with inter- and intra-vie
 Data parallelism: both views come from the *shared* augmentation stream (the same on every rank),
 and each rank takes its share of the anchors: its rows of the full objective (``full``; the ranks'
 losses add up to the single-process loss) or its slice of the epoch's anchor permutation
-(``sampled``, with negative blocks from the rank's own stream).
+(``sampled``, with negative blocks from the rank's own stream). With ``batching: parts`` every
+step is the subgraph one random node part induces (:mod:`distgcl.partitions`), each rank
+taking its slice of the epoch's parts.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from distgcl.losses import grace_loss, sampled_grace_loss
 from distgcl.methods import register_method
 from distgcl.methods.base import GraphInfo, Method
 from distgcl.nn import GCNEncoder, Projector, TwoViewEncoder
+from distgcl.partitions import InducedSubgraphs, random_parts
 from distgcl.work import STREAM_AUGMENT, STREAM_NEGATIVES, Share, Work
 
 
@@ -42,12 +45,19 @@ class GraceConfig:
     """Anchors sharing one sampled candidate block for ``sampled``."""
     intra_view: bool = True
     """Use intra-view negatives as well as inter-view ones."""
+    batching: Literal["full", "parts"] = "full"
+    """``full``: every step sees the whole graph; ``parts``: each epoch splits the nodes into
+    ``num_parts`` random parts and each step trains on the subgraph one part induces (the
+    ogbn-proteins recipe: at mean degree ~600 fan-out sampling would reach most of the graph)."""
+    num_parts: int = 40
+    """Random node parts per epoch for ``batching: parts``."""
 
     def validate(self, prefix: str) -> None:
         check_positive(f"{prefix}.tau", self.tau)
         check_at_least(f"{prefix}.num_negatives", self.num_negatives, 1)
         check_at_least(f"{prefix}.chunk_size", self.chunk_size, 0)
         check_at_least(f"{prefix}.block_size", self.block_size, 1)
+        check_at_least(f"{prefix}.num_parts", self.num_parts, 1)
 
 
 def build_encoder(config: Config, info: GraphInfo) -> GCNEncoder:
@@ -68,8 +78,12 @@ class Grace(Method):
         proj = config.model.proj_dim
         self.model = TwoViewEncoder(build_encoder(config, info),
                                     Projector(config.model.out_dim, proj) if proj > 0 else None)
-        self.augment_generator = self.work.generator(STREAM_AUGMENT, shared=True)
+        # whole graph: every rank draws the same views (its rows add up to the single-process
+        # objective); random parts: each rank augments its own part
+        self.augment_generator = self.work.generator(
+            STREAM_AUGMENT, shared=self.cfg.batching == "full")
         self.negatives_generator = self.work.generator(STREAM_NEGATIVES, device="cpu")
+        self._induced: InducedSubgraphs | None = None
 
     @property
     def encoder(self) -> GCNEncoder:
@@ -98,7 +112,9 @@ class Grace(Method):
             return next(self.work.epoch_batches(n, epoch, batch_size=-(-n // self.work.world_size)))
         return self.work.share(torch.arange(n))
 
-    def loss(self, h1: Tensor, h2: Tensor, share: Share) -> Tensor:
+    def loss(self, h1: Tensor, h2: Tensor, share: Share, all_rows: bool = False) -> Tensor:
+        """GRACE over this rank's anchors (``all_rows``: every row of ``h1, h2`` is an anchor,
+        e.g. the nodes of a random part), divided by the step's global anchor count."""
         c = self.cfg
         ids = share.ids.to(h1.device)
         if c.negatives == "sampled":
@@ -106,12 +122,34 @@ class Grace(Method):
                                       anchor_ids=ids, block_size=c.block_size,
                                       intra_view=c.intra_view, normalizer=share.total)
         return grace_loss(h1, h2, c.tau, chunk_size=c.chunk_size or None,
-                          intra_view=c.intra_view, anchor_ids=None if share.complete else ids,
+                          intra_view=c.intra_view,
+                          anchor_ids=None if share.complete or all_rows else ids,
                           normalizer=share.total)
 
+    def steps_per_epoch(self, data: Data) -> int:
+        if self.cfg.batching == "parts":
+            return self.work.steps_per_epoch(self.cfg.num_parts, 1)
+        return 1
+
     def batches(self, data: Data, epoch: int, start_step: int = 0) -> Iterator[Any]:
-        if start_step == 0:
-            yield data, self.anchors(data, epoch)
+        if self.cfg.batching == "full":
+            if start_step == 0:
+                yield data, self.anchors(data, epoch)
+            return
+        # one permutation of the nodes, cut into parts; each rank takes its slice of the parts
+        parts = random_parts(self.work.epoch_order(data.num_nodes, epoch), self.cfg.num_parts)
+        if self._induced is None or self._induced.num_nodes != data.num_nodes:
+            self._induced = InducedSubgraphs(data.edge_index, data.num_nodes)
+        world = self.work.world_size
+        for pick in self.work.epoch_batches(len(parts), epoch, 1, start_step=start_step):
+            nodes = parts[int(pick.ids[0])]
+            dev = data.x.device
+            sub = Data(x=data.x[nodes.to(dev)], edge_index=self._induced(nodes).to(dev),
+                       num_nodes=nodes.numel())
+            # part sizes differ by at most one node: the global count is world x this one
+            ids = torch.arange(nodes.numel())
+            yield sub, Share(ids, total=nodes.numel() * world, complete=world == 1,
+                             step=pick.step)
 
     def training_step(self, batch: Any) -> dict[str, float]:
         data, share = batch
@@ -119,7 +157,7 @@ class Grace(Method):
         opt = self.optimizers["model"]
         opt.zero_grad()
         h1, h2 = self.views(data)
-        loss = self.loss(h1, h2, share)
+        loss = self.loss(h1, h2, share, all_rows=self.cfg.batching == "parts")
         self.check_finite(loss)
         loss.backward()
         opt.step()

@@ -1,12 +1,15 @@
 """Stack of PyG ``GCNConv`` layers used as the GCL encoder."""
 from __future__ import annotations
 
+import math
 import warnings
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
+from tqdm.auto import tqdm
 
 from distgcl.typing import EdgeIndex, OptTensor
 
@@ -76,6 +79,11 @@ class GCNEncoder(nn.Module):
             self.activations = nn.ModuleList(make_activation(activation, widths[i + 1])
                                              for i in range(n_act))
         self.in_dim, self.out_dim = in_dim, out_dim
+        self.hparams: dict[str, Any] = {
+            "in_dim": in_dim, "out_dim": out_dim, "hidden_dim": hidden_dim, "layers": layers,
+            "activation": activation, "activate_last": activate_last}
+        """The constructor arguments: ``GCNEncoder(**encoder.hparams)`` rebuilds the module (then
+        ``load_state_dict`` gives the trained one; what ``encoder.pt`` stores)."""
 
     def forward(self, x: Tensor, edge_index: EdgeIndex, targets: OptTensor = None) -> Tensor:
         last = len(self.convs) - 1
@@ -89,23 +97,45 @@ class GCNEncoder(nn.Module):
         return x
 
     @torch.no_grad()
-    def embed_sparse(self, x: Tensor, edge_index: EdgeIndex) -> Tensor:
+    def embed_sparse(self, x: Tensor, edge_index: EdgeIndex, batch_size: int = 0,
+                     progress: bool = False) -> Tensor:
         r"""``forward(x, edge_index)`` with each GCNConv as one sparse-dense product
         :math:`\hat{\mathbf{A}}(\mathbf{H}\boldsymbol{\Theta}) + b` (torch CSR), for
-        evaluation: same result up to float rounding without PyG's :math:`(E, d)` per-edge
-        message buffer, so peak memory is :math:`O(N d + E)` instead of :math:`O(E d)` (1.8 GB for
-        PubMed at :math:`d = 4096`).
+        evaluation and export: same result up to float rounding without PyG's :math:`(E, d)`
+        per-edge message buffer, so peak memory is :math:`O(N (F + 2d) + E)` instead of
+        :math:`O(E d)` (1.8 GB for PubMed at :math:`d = 4096`), and never anything
+        :math:`N \times N`.
+
+        Args:
+            batch_size (int, optional): target rows per sparse product (``0``: all at once).
+                Each row of :math:`\hat{\mathbf{A}}\mathbf{H}\boldsymbol{\Theta}` is computed
+                from that row of the CSR matrix alone, so the result does not depend on it
+                (default: :obj:`0`).
+            progress (bool, optional): show a progress bar over the row batches of every layer
+                (default: :obj:`False`).
         """
+        n = x.size(0)
+        rows = batch_size if batch_size > 0 else max(n, 1)
+        bar = tqdm(total=len(self.convs) * math.ceil(n / rows), desc="embed", unit="batch",
+                   disable=not progress, dynamic_ncols=True, mininterval=1.0)
         adj = None
         h = x
         for i, conv in enumerate(self.convs):
             if adj is None:
-                adj = normalized_operator(conv, edge_index, x.size(0), x.dtype)
-            h = adj @ conv.lin(h)
-            if conv.bias is not None:
-                h = h + conv.bias
-            if i < len(self.activations):
-                h = self.activations[i](h)
+                adj = normalized_operator(conv, edge_index, n, x.dtype)
+            hw = conv.lin(h)
+            out = hw.new_empty(n, hw.size(1))
+            for lo in range(0, n, rows):
+                hi = min(lo + rows, n)
+                block = _csr_rows(adj, lo, hi) @ hw
+                if conv.bias is not None:
+                    block = block + conv.bias
+                if i < len(self.activations):
+                    block = self.activations[i](block)
+                out[lo:hi] = block
+                bar.update(1)
+            h = out
+        bar.close()
         return h
 
     def __repr__(self) -> str:
@@ -127,6 +157,17 @@ def normalized_operator(conv: GCNConv, edge_index: EdgeIndex, num_nodes: int,
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support.*")
         return adj.to_sparse_csr()
+
+
+def _csr_rows(adj: Tensor, lo: int, hi: int) -> Tensor:
+    """Rows ``lo:hi`` of a CSR matrix as a CSR matrix (views of its column and value arrays)."""
+    crow = adj.crow_indices()
+    start, end = int(crow[lo]), int(crow[hi])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support.*")
+        return torch.sparse_csr_tensor(crow[lo:hi + 1] - start, adj.col_indices()[start:end],
+                                       adj.values()[start:end], (hi - lo, adj.size(1)),
+                                       check_invariants=False)
 
 
 def _conv_rows(conv: GCNConv, h: Tensor, edge_index: EdgeIndex, targets: Tensor) -> Tensor:

@@ -107,6 +107,20 @@ def test_user_file_dataset(tmp_path: Path) -> None:
     torch.save(data, tmp_path / "g.pt")
     ds = load_dataset("file", path=str(tmp_path / "g.pt"))
     assert ds.num_classes == 2 and ds.data.num_nodes == 6 and not ds.fixed_split
+    assert ds.split_masks(0).train.sum() == 1  # y without masks: the seeded random 1:1:8 split
     torch.save({"x": torch.randn(3, 2)}, tmp_path / "bad.pt")
     with pytest.raises(DatasetError, match="no 'edge_index'"):
         load_dataset("file", path=str(tmp_path / "bad.pt"))
+
+
+def test_user_file_without_labels(tmp_path: Path) -> None:
+    x = torch.rand(5, 3)
+    torch.save({"x": x, "edge_index": torch.tensor([[0, 1, 3], [1, 0, 4]])}, tmp_path / "g.pt")
+    ds = load_dataset("file", path=str(tmp_path / "g.pt"), normalize_features=True)
+    assert not ds.has_labels and ds.split == "none" and not ds.fixed_split
+    assert ds.num_classes == 0 and not ds.multilabel and "y" not in ds.data
+    assert ds.data.num_nodes == 5 and torch.allclose(ds.data.x, x / x.sum(1, keepdim=True))
+    with pytest.raises(ValueError, match="no labels"):
+        ds.split_masks(0)
+    unnormalized = load_dataset("file", path=str(tmp_path / "g.pt"))
+    assert torch.equal(unnormalized.data.x, x)

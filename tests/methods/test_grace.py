@@ -37,3 +37,18 @@ def test_nan_loss_stops_before_the_update() -> None:
         method.training_step(next(iter(method.batches(data, 1))))
     after = dict(method.named_parameters())
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_random_parts_batching_trains_on_induced_subgraphs() -> None:
+    method, data = _setup("grace.batching=parts", "grace.num_parts=4")
+    assert method.steps_per_epoch(data) == 4
+    batches = list(method.batches(data, 1))
+    assert len(batches) == 4
+    sizes = [sub.num_nodes for sub, _ in batches]
+    assert sum(sizes) == data.num_nodes and all(s in (50, 51) for s in sizes)
+    for sub, share in batches:
+        assert share.total == sub.num_nodes and share.complete
+        assert sub.edge_index.max() < sub.num_nodes
+    losses = [method.training_step(b)["loss"] for epoch in range(1, 16)
+              for b in method.batches(data, epoch)]
+    assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8 - 0.05

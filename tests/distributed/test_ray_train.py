@@ -1,0 +1,155 @@
+"""Ray Train runs end to end (Ray on 127.0.0.1; CI runs this inside `unshare -n`).
+
+One Ray instance for the module. Runs: an uninterrupted 2-worker NML mini-batch run; the same run
+with one worker SIGKILLed from outside by its pid (it must finish from the last checkpoint with the
+uninterrupted run's exact numbers); a job whose driver process is killed and that is started again
+with the same run name, after its newest checkpoint was damaged (resumes from the previous one,
+says so, loses and repeats no epoch); and the single-process loop on the same config (accuracy band).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from distgcl.checkpoint import CheckpointManager  # noqa: E402
+from distgcl.config import load_config  # noqa: E402
+from distgcl.distributed.trainer import HEALTH_CHECK_ENV, train_distributed  # noqa: E402
+from distgcl.train import STEP_DELAY_ENV, run_training  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 240  # seconds any single run may take here
+NML = ["method=nml", "model.proj_dim=0", "model.out_dim=16", "model.hidden_dim=16",
+       "model.activation=rrelu", "model.activate_last=false", "nml.mode=minibatch",
+       "nml.batch_size=50", "nml.num_negatives=40", "nml.num_neighbors=[5,5]",
+       "nml.inner_steps=2", "data.csbm.num_nodes=600", "data.csbm.num_features=16",
+       "data.csbm.num_classes=4", "train.epochs=4", "train.lr=0.005", "train.threads=1",
+       "train.progress=false", "eval.probe_seeds=3", "eval.probe_epochs=200",
+       "eval.clustering_runs=1", "dist.checkpoint_every=4", "dist.max_failures=2"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
+    os.environ.setdefault(HEALTH_CHECK_ENV, "0.25")
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+             _node_ip_address="127.0.0.1", log_to_driver=False,
+             _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def _config(storage: Path, name: str, *extra: str):
+    return load_config(None, [*NML, "dist.num_workers=2", f"dist.storage_path={storage}",
+                              f"dist.run_name={name}", *extra])
+
+
+def _epochs(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, list[dict]]:
+    storage = tmp_path_factory.mktemp("storage")
+    result = train_distributed(_config(storage, "clean"))
+    return result, _epochs(storage / "clean")
+
+
+def test_two_workers_record_layout_and_match_one_process_band(uninterrupted, tmp_path) -> None:
+    result, epochs = uninterrupted
+    assert result["world_size"] == 2 and result["backend"] == "gloo"
+    assert len(result["memory"]["workers_peak_rss_mb"]) == 2
+    assert result["memory"]["driver_peak_rss_mb"] > 0
+    rates = result["throughput"]["anchors_per_second_per_rank"]
+    assert len(rates) == 2 and all(r > 0 for r in rates)
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+    # 600 anchors per epoch: each rank takes 300, in 6 steps of 50
+    assert all(e["anchors"] == 600 for e in epochs) and result["timing"]["steps_per_epoch"] == 6
+    single = run_training(load_config(None, NML), tmp_path / "single")
+    gap = abs(single["metrics"]["accuracy_mean"] - result["metrics"]["accuracy_mean"])
+    assert gap < 5.0, (single["metrics"]["accuracy_mean"], result["metrics"]["accuracy_mean"])
+
+
+def test_worker_killed_by_pid_resumes_with_identical_numbers(uninterrupted, tmp_path) -> None:
+    _, clean_epochs = uninterrupted
+    run_dir = tmp_path / "killed"
+    pid_file = run_dir / "workers" / "rank-1.pid"
+    killed: dict[str, int] = {}
+
+    def killer() -> None:
+        _wait_for(lambda: 8 in CheckpointManager(run_dir).steps() and pid_file.exists(),
+                  TIMEOUT, "the step-8 checkpoint")
+        killed["pid"] = int(pid_file.read_text())
+        os.kill(killed["pid"], signal.SIGKILL)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    os.environ[STEP_DELAY_ENV] = "0.15"  # a window of several seconds to kill in
+    try:
+        result = train_distributed(_config(tmp_path, "killed"))
+    finally:
+        del os.environ[STEP_DELAY_ENV]
+    thread.join(timeout=5)
+    assert "pid" in killed, "the worker was never killed"
+    assert int(pid_file.read_text()) != killed["pid"]  # rank 1 really restarted
+    epochs = _epochs(run_dir)
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]  # each epoch exactly once
+    for got, want in zip(epochs, clean_epochs):
+        assert got["loss"] == want["loss"] and got["loss_nmn"] == want["loss_nmn"]
+    assert result["metrics"]["accuracy_mean"] == uninterrupted[0]["metrics"]["accuracy_mean"]
+
+
+def test_killed_job_restarts_by_run_name_past_a_damaged_checkpoint(ray_cluster, tmp_path) -> None:
+    cmd = [sys.executable, "-m", "distgcl.cli", "train", str(REPO / "configs/quickstart.yaml"),
+           "--num-workers", "2", "--run-name", "job", "--storage", str(tmp_path)]
+    for item in NML:
+        cmd += ["--set", item]
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster, STEP_DELAY_ENV: "0.1"}
+    run_dir = tmp_path / "job"
+    first = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: 16 in CheckpointManager(run_dir).steps(), TIMEOUT,
+                  "the step-16 checkpoint")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the whole job: driver and its children
+        first.wait(timeout=30)
+    _wait_for(lambda: not (run_dir / "result.json").exists() and _no_workers(run_dir), 60,
+              "the killed job's workers to exit")
+    entries = CheckpointManager(run_dir).entries()
+    assert entries[-1][0] >= 16 and len(entries) >= 2
+    newest = entries[-1][1] / "state.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # truncated
+    env.pop(STEP_DELAY_ENV)
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert again.returncode == 0, again.stderr[-3000:]
+    logs = again.stdout + again.stderr
+    assert entries[-1][1].name in logs and f"resuming from {entries[-2][1].name}" in logs
+    assert [e["epoch"] for e in _epochs(run_dir)] == [1, 2, 3, 4]  # none lost, none repeated
+    assert json.loads((run_dir / "result.json").read_text())["epochs_run"] == 4
+
+
+def _no_workers(run_dir: Path) -> bool:
+    for pid_file in (run_dir / "workers").glob("rank-*.pid"):
+        try:
+            os.kill(int(pid_file.read_text()), 0)
+            return False
+        except ProcessLookupError:
+            continue
+    return True
