@@ -3,6 +3,7 @@
 (``shared/reference/bench-results.md``)."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -34,12 +35,16 @@ def command_line() -> str:
 
 def run_distgcl(config: str | Path, overrides: list[str], out_dir: Path,
                 timeout: float | None = None) -> dict[str, Any]:
-    """Run one training job in its own process; return its ``result.json`` plus ``wall_seconds``."""
+    """Run one training job in its own process; return its ``result.json`` plus ``wall_seconds``
+    (with ``$DISTGCL_HEAVY_LOCK`` set, the job waits for and holds that ``flock`` lock file)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "distgcl.cli", "train", str(config), "--out", str(out_dir)]
     for item in overrides:
         cmd += ["--set", item]
     cmd += ["--set", "train.progress=false"]
+    lock = os.environ.get("DISTGCL_HEAVY_LOCK")  # e.g. /tmp/distgcl-heavy.lock: one heavy job
+    if lock:                                     # at a time, the light probes outside the lock
+        cmd = ["flock", lock, *cmd]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - start
@@ -48,6 +53,23 @@ def run_distgcl(config: str | Path, overrides: list[str], out_dir: Path,
     result = json.loads((out_dir / "result.json").read_text())
     result["wall_seconds"] = wall
     return result
+
+
+@contextlib.contextmanager
+def heavy_lock() -> Iterator[None]:
+    """Hold ``$DISTGCL_HEAVY_LOCK`` (``flock``) for in-process heavy work, e.g. long probes."""
+    lock = os.environ.get("DISTGCL_HEAVY_LOCK")
+    if not lock:
+        yield
+        return
+    import fcntl
+
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def row_from_result(result: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -2,21 +2,31 @@
 
 A config has fixed sections (``data``, ``model``, ``augment``, ``train``, ``eval``, ``dist``) and one
 section per method (``grace``, ``nml``, ``e2neg``, ...). Method sections are registered by the
-method modules themselves (:func:`register_section`), so adding a method never edits this file.
+method modules themselves (:func:`register_section`, called by
+:func:`distgcl.methods.register_method`): this module imports no method and knows none by name,
+so the import direction is one way (``distgcl.methods`` -> ``distgcl.config``). Whoever loads a
+config that names a method imports the method modules first (``import distgcl.methods``, as the
+CLI and the trainer do).
 
-Every user mistake raises :class:`ConfigError` whose message is one line naming the key, e.g.
-``train.epochs must be >= 1 (got 0)``; the CLI prints it and exits with code 2.
+Types are checked by pydantic (strict: ``5`` is no bool, ``"5"`` no integer; an integer is a
+valid float) on the plain dataclasses; ranges and cross-field rules by each section's
+``validate(prefix)``. Every user mistake raises :class:`ConfigError` whose message is one line
+naming the key, e.g. ``train.epochs must be >= 1 (got 0)``; the CLI prints it and exits with
+code 2.
 """
 from __future__ import annotations
 
 import dataclasses
-import types
+import functools
+import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 
 class ConfigError(ValueError):
@@ -109,7 +119,10 @@ class ModelConfig:
     """Width of the inner GCN layers; default ``2 * out_dim`` as in GRACE."""
     layers: int = 2
     """Number of GCNConv layers."""
-    activation: Literal["relu", "prelu", "rrelu", "elu", "identity"] = "relu"
+    activation: Literal["relu", "prelu", "prelu-shared", "rrelu", "elu", "identity"] = "relu"
+    """``prelu``: one PReLU slope per channel and layer (E2Neg's ``PReLU(output)``);
+    ``prelu-shared``: one slope for the whole encoder (GRACE's ``nn.PReLU()`` module, reused by
+    every layer)."""
     activate_last: bool = True
     """Apply the activation after the last layer too (GRACE does, NML-GCL does not)."""
     proj_dim: int = 128
@@ -166,18 +179,48 @@ class TrainConfig:
 
 @dataclass(kw_only=True)
 class EvalConfig:
-    """Linear probe + clustering on frozen embeddings."""
+    """Linear probe + clustering on frozen embeddings.
 
+    ``protocol`` picks a preset: the split rule, the probe and its settings, the embedding
+    normalization (:mod:`distgcl.protocols`). Every ``probe_*`` / ``normalize`` left unset
+    (``null``) takes the preset's value; one set here overrides it. The resolved settings go to
+    ``result.json`` (``metrics.probe``).
+    """
+
+    protocol: Literal["default", "pygcl-10-80-10", "grace-random-10-90", "grace-public",
+                      "nml-public"] = "default"
+    """``default``: the dataset's split (public, or random 1:1:8 per seed), L-BFGS logistic
+    regression with its C picked on validation, L2-normalized embeddings.
+    ``pygcl-10-80-10``: E2Neg's evaluation (PyGCL ``get_split``: 10 % train, 80 % validation,
+    10 % test per seed; PyGCL's Adam ``LREvaluator``, lr 0.01, 10000 epochs, check every 20;
+    raw embeddings). ``grace-random-10-90``: GRACE's ``eval.py`` (random 10 % train / 90 % test,
+    L2-normalized, one-vs-rest liblinear LR with C in 2^-10..2^9 by 5-fold CV).
+    ``grace-public``: the same probe on the public split (the DGL GRACE example's
+    ``--split public``, where GRACE's public-split figures come from).
+    ``nml-public``: NML-GCL's ``eval.py`` (public split on Planetoid, else PyGCL ``get_split``;
+    Adam LREvaluator, lr 0.001, 3000 epochs, check every 2; raw embeddings)."""
+    probe: Literal["lbfgs", "adam", "liblinear-cv"] | None = None
+    """``lbfgs``: scikit-learn multinomial logistic regression (L-BFGS), C from ``probe_c_grid``
+    picked on validation (by cross-validation on train where the split has none); ``adam``: the
+    batched Adam probe (all seeds one model; PyGCL's LREvaluator); ``liblinear-cv``: GRACE's
+    one-vs-rest liblinear probe with C by cross-validation. Multi-label data always uses
+    ``adam`` (112 tasks: the batched probe is the fast one)."""
     probe_seeds: int = 10
-    """Independent probe runs (init and, for random-split datasets, the split)."""
-    probe_epochs: int = 1000
-    probe_lr: float = 0.01
-    probe_weight_decay: float = 0.0
-    probe_eval_every: int = 10
-    """Validation check interval; the test score is read at the best validation check."""
-    normalize: Literal["none", "l2", "standardize"] = "l2"
-    """Embedding normalization before the probe (``l2``, as GRACE's own evaluation; on GRACE's
-    Cora embeddings it gave 80.8 vs 77.6 for ``standardize``, see bench/results/grace.json)."""
+    """Probe repeats (init and, for random splits, the split)."""
+    probe_epochs: int | None = None
+    """Adam probe: epochs."""
+    probe_lr: float | None = None
+    """Adam probe: learning rate."""
+    probe_weight_decay: float | None = None
+    """Adam probe: weight decay."""
+    probe_eval_every: int | None = None
+    """Adam probe: validation check interval; the test score is read at the best check."""
+    probe_c_grid: list[float] | None = None
+    """L-BFGS / liblinear probes: inverse regularization strengths C to choose from."""
+    probe_cv_folds: int | None = None
+    """Cross-validation folds where C is chosen on the training nodes."""
+    normalize: Literal["none", "l2", "standardize"] | None = None
+    """Embedding normalization before the probe."""
     clustering: bool = True
     """k-means NMI/ARI/FMI for single-label datasets."""
     clustering_runs: int = 3
@@ -191,10 +234,18 @@ class EvalConfig:
 
     def validate(self, prefix: str) -> None:
         check_at_least(f"{prefix}.probe_seeds", self.probe_seeds, 1)
-        check_at_least(f"{prefix}.probe_epochs", self.probe_epochs, 1)
-        check_positive(f"{prefix}.probe_lr", self.probe_lr)
-        check_at_least(f"{prefix}.probe_weight_decay", self.probe_weight_decay, 0.0)
-        check_at_least(f"{prefix}.probe_eval_every", self.probe_eval_every, 1)
+        for name in ("probe_epochs", "probe_eval_every", "probe_cv_folds"):
+            if getattr(self, name) is not None:
+                check_at_least(f"{prefix}.{name}", getattr(self, name),
+                               2 if name == "probe_cv_folds" else 1)
+        if self.probe_lr is not None:
+            check_positive(f"{prefix}.probe_lr", self.probe_lr)
+        if self.probe_weight_decay is not None:
+            check_at_least(f"{prefix}.probe_weight_decay", self.probe_weight_decay, 0.0)
+        if self.probe_c_grid is not None:
+            _check(len(self.probe_c_grid) > 0 and all(c > 0 for c in self.probe_c_grid),
+                   f"{prefix}.probe_c_grid must be a non-empty list of numbers > 0 "
+                   f"(got {self.probe_c_grid})")
         check_at_least(f"{prefix}.clustering_runs", self.clustering_runs, 1)
         check_at_least(f"{prefix}.embed_batch_size", self.embed_batch_size, 0)
 
@@ -252,17 +303,23 @@ FIXED_SECTIONS: dict[str, type] = {
     "dist": DistConfig,
 }
 METHOD_SECTIONS: dict[str, type] = {}
+"""Method name -> its config section class; filled by :func:`register_section`."""
 
 
 def register_section(name: str, section_cls: type) -> None:
-    """Register a method's config section (called by each method module at import)."""
+    """Register method ``name`` and its config section (a dataclass; called by
+    :func:`distgcl.methods.register_method` when a method module is imported)."""
     if name in FIXED_SECTIONS or name == "method":
         raise ValueError(f"section name {name!r} is reserved")
+    if not dataclasses.is_dataclass(section_cls):
+        raise TypeError(f"the config section of {name!r} must be a dataclass")
     METHOD_SECTIONS[name] = section_cls
 
 
-def _ensure_methods_registered() -> None:
-    import distgcl.methods  # noqa: F401  (importing registers every method's section)
+def _known_methods() -> str:
+    if not METHOD_SECTIONS:  # nobody imported a method module: say how to fix it
+        return "none registered (import distgcl.methods before loading a config)"
+    return ", ".join(sorted(METHOD_SECTIONS))
 
 
 @dataclass(kw_only=True)
@@ -279,19 +336,15 @@ class Config:
 
     def section(self, name: str) -> Any:
         """The config section of method ``name`` (defaults if the YAML had none)."""
-        _ensure_methods_registered()
         if name not in self.sections:
             if name not in METHOD_SECTIONS:
-                raise ConfigError(f"unknown method section {name!r}; known: {sorted(METHOD_SECTIONS)}")
+                raise ConfigError(f"unknown method section {name!r}; known: {_known_methods()}")
             self.sections[name] = METHOD_SECTIONS[name]()
         return self.sections[name]
 
     def validate(self) -> None:
-        _ensure_methods_registered()
-        from distgcl.methods import METHODS
-
-        _check(self.method in METHODS,
-               f"unknown method {self.method!r}; known: {', '.join(sorted(METHODS))}")
+        _check(self.method in METHOD_SECTIONS,
+               f"unknown method {self.method!r}; known: {_known_methods()}")
         for name in FIXED_SECTIONS:
             getattr(self, name).validate(name)
         self.section(self.method)
@@ -311,73 +364,71 @@ class Config:
 
 # ----------------------------------------------------------------------------- parsing
 
-def _type_name(tp: Any) -> str:
-    if get_origin(tp) is Literal:
-        return "one of " + ", ".join(repr(a) for a in get_args(tp))
-    return getattr(tp, "__name__", str(tp))
+def _forbid_unknown_keys(cls: type) -> None:
+    """Make pydantic reject unknown keys in dataclass ``cls`` and the dataclasses it nests."""
+    if "__pydantic_config__" not in cls.__dict__:
+        cls.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+    for hint in typing.get_type_hints(cls).values():
+        for tp in (hint, *typing.get_args(hint)):
+            if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+                _forbid_unknown_keys(tp)
 
 
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Convert ``value`` to annotation ``tp`` or raise ConfigError naming ``key``."""
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        options = get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        non_none = [o for o in options if o is not type(None)]
-        errors = []
-        for option in non_none:
-            try:
-                return _coerce(key, value, option)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
-    if origin is Literal:
-        choices = get_args(tp)
-        _check(value in choices, f"{key} must be {_type_name(tp)} (got {value!r})")
-        return value
-    if origin in (list, tuple):
-        _check(isinstance(value, (list, tuple)), f"{key} must be a list (got {value!r})")
-        (item_tp, *_) = get_args(tp) or (Any,)
-        return [_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        _check(isinstance(value, dict), f"{key} must be a mapping (got {value!r})")
-        return build_section(key, tp, value)
-    if tp is Any:
-        return value
-    if tp is bool:
-        _check(isinstance(value, bool), f"{key} must be true or false (got {value!r})")
-        return value
-    if tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool),
-               f"{key} must be an integer (got {value!r})")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool),
-               f"{key} must be a number (got {value!r})")
-        return float(value)
-    if tp is str:
-        _check(isinstance(value, str), f"{key} must be a string (got {value!r})")
-        return value
-    raise TypeError(f"unsupported config annotation {tp!r} for {key}")
+@functools.cache
+def _adapter(section_cls: type) -> TypeAdapter:
+    _forbid_unknown_keys(section_cls)
+    return TypeAdapter(section_cls)
+
+
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false",
+               "string": "a string", "list": "a list", "dataclass": "a mapping",
+               "dict": "a mapping"}
+
+
+def _error_message(prefix: str, section_cls: type, error: Any) -> str:
+    """One line for one pydantic error, naming the dotted key."""
+    loc = list(error["loc"])
+    key = prefix
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}"
+    kind, value = error["type"], error.get("input")
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        owner, where = section_cls, prefix
+        for part in loc[:-1]:  # the nested section holding the unknown key
+            owner = typing.get_type_hints(owner)[part]
+            where += f".{part}"
+        known = ", ".join(f.name for f in dataclasses.fields(owner))
+        return f"unknown config key '{key}'; known keys in {where}: {known}"
+    if kind == "literal_error":
+        return f"{key} must be one of {error['ctx']['expected']} (got {value!r})"
+    word = _TYPE_WORDS.get(kind.split("_")[0])
+    if word is not None:
+        return f"{key} must be {word} (got {value!r})"
+    return f"{key}: {error['msg']} (got {value!r})"
 
 
 def build_section(prefix: str, section_cls: type, values: dict[str, Any]) -> Any:
-    """Instantiate a section dataclass from a mapping, rejecting unknown keys."""
-    hints = typing.get_type_hints(section_cls)
-    known = [f.name for f in dataclasses.fields(section_cls)]
-    kwargs = {}
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(f"unknown config key '{prefix}.{key}'; known keys in {prefix}: "
-                              f"{', '.join(known)}")
-        kwargs[key] = _coerce(f"{prefix}.{key}", value, hints[key])
-    return section_cls(**kwargs)
+    """Instantiate a section dataclass from a mapping: types checked by pydantic in strict JSON
+    mode (the semantics of YAML values), unknown keys rejected; one-line :class:`ConfigError`."""
+    _check(isinstance(values, dict), f"{prefix} must be a mapping (got {values!r})")
+    try:
+        # JSON mode: strict types, yet a JSON object may fill a (nested) dataclass
+        return _adapter(section_cls).validate_json(json.dumps(values, default=str), strict=True)
+    except ValidationError as exc:
+        raise ConfigError(_error_message(prefix, section_cls, exc.errors()[0])) from None
+
+
+class _YAMLLoader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; read it as the float a user means."""
+
+
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YAMLLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -396,15 +447,15 @@ def parse_override(text: str) -> tuple[str, Any]:
     _check("=" in text, f"--set expects KEY=VALUE (got {text!r})")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = _yaml(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
 
 
 def config_from_dict(tree: dict[str, Any]) -> Config:
-    """Build and validate a :class:`Config` from nested plain data."""
-    _ensure_methods_registered()
+    """Build and validate a :class:`Config` from nested plain data (the method modules must be
+    imported, e.g. ``import distgcl.methods``, so that their sections are registered)."""
     _check(isinstance(tree, dict), "config must be a mapping at the top level")
     kwargs: dict[str, Any] = {}
     sections: dict[str, Any] = {}
@@ -413,14 +464,13 @@ def config_from_dict(tree: dict[str, Any]) -> Config:
             _check(isinstance(value, str), f"method must be a string (got {value!r})")
             kwargs["method"] = value
         elif key in FIXED_SECTIONS:
-            _check(isinstance(value, dict), f"{key} must be a mapping (got {value!r})")
             kwargs[key] = build_section(key, FIXED_SECTIONS[key], value)
         elif key in METHOD_SECTIONS:
-            _check(isinstance(value, dict), f"{key} must be a mapping (got {value!r})")
             sections[key] = build_section(key, METHOD_SECTIONS[key], value)
         else:
-            known = ["method", *FIXED_SECTIONS, *sorted(METHOD_SECTIONS)]
-            raise ConfigError(f"unknown config key '{key}'; known top-level keys: {', '.join(known)}")
+            known = ", ".join(["method", *FIXED_SECTIONS, *sorted(METHOD_SECTIONS)])
+            raise ConfigError(f"unknown config key '{key}'; known top-level keys: {known}"
+                              + ("" if METHOD_SECTIONS else f" (methods: {_known_methods()})"))
     config = Config(**kwargs, sections=sections)
     config.validate()
     return config
@@ -433,7 +483,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         path = Path(path)
         _check(path.is_file(), f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = _yaml(path.read_text())
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
         tree = loaded or {}

@@ -178,6 +178,7 @@ def graph_for_encoder(loaded: LoadedEncoder, graph: str | Path | None) -> tuple[
 
     normalize = bool(loaded.meta["preprocessing"]["normalize_features"])
     if graph is None:
+        import distgcl.methods  # noqa: F401  (registers the method sections the config names)
         from distgcl.config import config_from_dict
 
         config = config_from_dict(loaded.meta["config"])

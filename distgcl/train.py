@@ -37,11 +37,12 @@ from tqdm.auto import tqdm
 from distgcl.checkpoint import atomic_torch_save, atomic_write_text
 from distgcl.config import Config
 from distgcl.data import GraphDataset, default_cache, load_from_config
-from distgcl.eval import clustering_scores, linear_probe, normalize_embeddings
+from distgcl.eval import clustering_scores
 from distgcl.export import (EMBEDDINGS_FILE, ENCODER_FILE, node_embeddings, save_embeddings,
                             save_encoder)
 from distgcl.memory import PhasePeak, peak_rss_mb
 from distgcl.methods import GraphInfo, Method, TrainingDiverged, build_method
+from distgcl.protocols import probe_embeddings
 from distgcl.runtime import Runtime
 from distgcl.work import Work
 
@@ -105,12 +106,10 @@ def evaluate(method: Method, dataset: GraphDataset, config: Config,
               f"the embeddings are the result", flush=True)
         return {"skipped": {"linear_probe": reason, "clustering": reason}}
     skipped: dict[str, str] = {}
-    splits = [dataset.split_masks(config.train.seed * 1000 + s) for s in range(e.probe_seeds)]
-    probe = linear_probe(normalize_embeddings(z, e.normalize), data.y.cpu(), splits,
-                         epochs=e.probe_epochs, lr=e.probe_lr, weight_decay=e.probe_weight_decay,
-                         eval_every=e.probe_eval_every, seed=config.train.seed,
-                         multilabel=dataset.multilabel)
-    metrics: dict[str, Any] = {}
+    # the split rule, probe and normalization of eval.protocol (distgcl/protocols.py)
+    probe, settings = probe_embeddings(z, dataset, e, config.train.seed,
+                                       device=config.train.device)
+    metrics: dict[str, Any] = {"probe": settings}
     if dataset.multilabel:
         metrics.update(rocauc_mean=probe.mean, rocauc_std=probe.std, rocauc_per_seed=probe.scores)
         skipped["clustering"] = "multi-label data (k-means needs one class per node)"

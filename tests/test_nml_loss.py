@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from distgcl.losses import info_nce, nml_direction_loss, nml_loss
-from distgcl.nn.nmn import (MetricFactors, NegativeMetricNetwork, masked_cosine_log_softmax,
-                            metric_log_probs, uniform_log_metric)
+from distgcl.nn.nmn import (MetricFactors, NegativeMetricNetwork, SignedNegativeMetricNetwork,
+                            build_metric_network, masked_cosine_log_softmax, metric_log_probs,
+                            uniform_log_metric)
 
 siamese = MetricFactors.of_siamese
 
@@ -60,7 +61,12 @@ def test_kl_positive_away_from_uniform_and_weights_match_candidate_weights():
     mask = torch.arange(N).unsqueeze(1) != torch.arange(N).unsqueeze(0)
     log_m = masked_cosine_log_softmax(u * 3, v * torch.linspace(0.1, 3, D, dtype=u.dtype), mask)
     terms = nml_direction_loss(u, v, v, log_m, 0.5, 0.1, candidate_mask=mask)
-    assert (terms.kl > 0).all()
+    # KL(Unif || m_i) written out: sum_j (1/n) log((1/n) / m_ij) over the n = N-1 candidates
+    m = log_m.exp()
+    kl = torch.tensor([sum((1 / (N - 1)) * math.log((1 / (N - 1)) / float(m[i, j]))
+                           for j in range(N) if j != i) for i in range(N)], dtype=u.dtype)
+    assert torch.allclose(terms.kl, kl, atol=1e-10)
+    assert (kl > 1e-3).all()  # the planted metric is far from uniform
     # the log-weight path equals info_nce with explicit weights w = n * m
     w = (N - 1) * log_m.exp()
     ref = info_nce(u, v, v, 0.5, candidate_mask=mask, candidate_weights=w)
@@ -68,15 +74,67 @@ def test_kl_positive_away_from_uniform_and_weights_match_candidate_weights():
     assert torch.allclose(terms.loss, ref + 0.1 * (N - 1) * terms.kl, atol=1e-10)
 
 
-def test_loss_gradient_finite_and_reaches_encoder_and_nmn():
+def _reference_weighted_infonce(u, v, nmn, tau):
+    """c = 0: the symmetric InfoNCE with explicit weights w = (N-1) softmax_j cos(g(u_i), g(v_j))
+    over j != i, through info_nce's own weights argument (not nml_loss's log-weight path)."""
+    mask = torch.arange(N).unsqueeze(1) != torch.arange(N).unsqueeze(0)
+    gu, gv = F.normalize(nmn._g(u), dim=1), F.normalize(nmn._g(v), dim=1)
+    w_uv, w_vu = ((N - 1) * torch.softmax((a @ b.t()).masked_fill(~mask, float("-inf")), dim=1)
+                  for a, b in ((gu, gv), (gv, gu)))
+    # masked pairs get weight 1, not 0: the mask removes them, and log(0) would give NaN grads
+    w_uv, w_vu = w_uv.masked_fill(~mask, 1.0), w_vu.masked_fill(~mask, 1.0)
+    return 0.5 * (info_nce(u, v, v, tau, candidate_mask=mask, candidate_weights=w_uv)
+                  + info_nce(v, u, u, tau, candidate_mask=mask, candidate_weights=w_vu)).mean()
+
+
+@pytest.mark.parametrize("c", [0.0, 0.1])
+def test_loss_gradient_reaches_encoder_and_nmn(c):
     torch.manual_seed(0)
-    u, v = (t.float().requires_grad_() for t in _views(3))
-    nmn = NegativeMetricNetwork(D)
-    loss, _ = nml_loss(u, v, nmn(u, v), tau=0.5, c=0.1)
-    loss.backward()
-    for t in (u.grad, v.grad, *(p.grad for p in nmn.parameters())):
-        assert t is not None and torch.isfinite(t).all()
-    assert nmn.fc1.weight.grad.abs().sum() > 0
+    u, v = (t.requires_grad_() for t in _views(3))
+    nmn = NegativeMetricNetwork(D).double().eval()  # eval: deterministic RReLU
+    loss, parts = nml_loss(u, v, nmn(u, v), tau=0.5, c=c)
+    grads = torch.autograd.grad(loss, [u, v, *nmn.parameters()])
+    for t in grads:
+        assert torch.isfinite(t).all()
+    # c = 0: no KL term, so whatever moves the metric comes from the weighted InfoNCE term; its
+    # gradient is the one of the explicitly weighted InfoNCE, for the encoder and the NMN alike
+    ref = _reference_weighted_infonce(u, v, nmn, 0.5)
+    assert torch.allclose(parts["info_nce"], ref.detach(), atol=1e-10)
+    if c == 0.0:
+        assert torch.allclose(loss, ref, atol=1e-10)
+        ref_grads = torch.autograd.grad(ref, [u, v, *nmn.parameters()])
+        for g, r in zip(grads, ref_grads):
+            assert torch.allclose(g, r, atol=1e-10)
+        assert nmn.fc1.weight.grad is None and grads[2].abs().max() > 1e-4  # it does move
+
+
+@pytest.mark.parametrize("c", [0.0, 0.1])
+def test_each_inner_step_lowers_the_inner_loss(c):
+    """The T_M metric-network steps of the bi-level helper descend the loss they minimise."""
+    from distgcl.methods.bilevel import bilevel_step
+
+    torch.manual_seed(1)
+    encoder = torch.nn.Linear(D, D)
+    nmn = NegativeMetricNetwork(D).eval()
+    x1, x2 = torch.randn(N, D), torch.randn(N, D)
+    inner_losses = []
+
+    def loss(uu, vv, detached):
+        value, parts = nml_loss(uu, vv, nmn(uu, vv), 0.5, c)
+        if detached:
+            inner_losses.append(value.item())
+        return value, parts
+
+    u, v = encoder(x1), encoder(x2)
+    stats = bilevel_step(u, v, loss, encoder_opt=torch.optim.Adam(encoder.parameters(), lr=1e-3),
+                         metric_opt=torch.optim.Adam(nmn.parameters(), lr=1e-2), inner_steps=5,
+                         encoder=encoder, metric=nmn)
+    assert len(inner_losses) == 5
+    assert all(b < a for a, b in zip(inner_losses, inner_losses[1:])), inner_losses
+    # and the encoder step sees the metric after its 5 steps: lower than before the first one
+    after, _ = nml_loss(u.detach(), v.detach(), nmn(u.detach(), v.detach()), 0.5, c)
+    assert after.item() < inner_losses[-1] < inner_losses[0]
+    assert stats["loss_nmn"] == inner_losses[-1]
 
 
 def test_loss_symmetric_in_views():
@@ -194,3 +252,48 @@ def test_nmn_fully_masked_row_and_cosine_variant():
         metric_log_probs(f.anchor_u, f.candidate_v, mask[:, :2])
     with pytest.raises(ValueError, match="NegativeMetricNetwork"):
         NegativeMetricNetwork(0)
+
+
+def test_signed_metric_factors_and_loss_paths():
+    torch.manual_seed(0)
+    net = SignedNegativeMetricNetwork(D, scale_init=-0.7).double().eval()
+    assert repr(net) == f"SignedNegativeMetricNetwork({D}, hidden_dim={D}, scale_init=-0.7)"
+    assert {n for n, _ in net.named_parameters()} == {"fc1.weight", "fc1.bias", "fc2.weight",
+                                                       "fc2.bias", "scale"}
+    u, v = _views(8)
+    f = net(u, v)
+    gu, gv = F.normalize(net._g(u), dim=1), F.normalize(net._g(v), dim=1)
+    assert torch.allclose(f.anchor_u, -0.7 * gu) and torch.allclose(f.candidate_v, gv)
+    assert torch.allclose(f.anchor_v, -0.7 * gv) and torch.allclose(f.candidate_u, gu)
+    assert not f.siamese
+    # m = softmax_j(beta cos(g(u_i), g(v_j))): beta < 0 ranks the most similar candidate last
+    m = metric_log_probs(f.anchor_u, f.candidate_v).exp()
+    assert torch.allclose(m, torch.softmax(-0.7 * gu @ gv.t(), dim=1), atol=1e-12)
+    assert torch.equal(m.argmin(1), (gu @ gv.t()).argmax(1))
+    # the full-batch square path (separate V->U matrix) = explicit per-anchor blocks
+    full, _ = nml_loss(u, v, f, 0.5, 0.1)
+    others = torch.stack([torch.cat([torch.arange(i), torch.arange(i + 1, N)]) for i in range(N)])
+    blocks, _ = nml_loss(u, v, f, 0.5, 0.1, anchor_ids=torch.arange(N), candidate_ids=others)
+    assert torch.allclose(full, blocks, atol=1e-10)
+    net.reset_parameters()
+    assert net.scale.item() == -0.7
+    assert isinstance(build_metric_network("signed", D), SignedNegativeMetricNetwork)
+    assert build_metric_network("signed", D).scale.item() == 0.0  # starts uniform (InfoNCE)
+    assert list(build_metric_network("cosine", D).parameters()) == []
+    with pytest.raises(ValueError, match="unknown negative metric"):
+        build_metric_network("bilinear", D)
+
+
+def test_signed_metric_learns_the_sign_at_the_uniform_start():
+    """At beta = 0 (uniform m, KL = 0) the loss gradient in beta is positive when the metric's
+    similarity follows the embeddings': one descent step makes beta negative."""
+    u, v = _views(9)
+    net = SignedNegativeMetricNetwork(D).double().eval()
+    with torch.no_grad():  # g = identity: metric similarity = embedding similarity
+        net.fc1.weight.copy_(torch.eye(D))
+        net.fc2.weight.copy_(torch.eye(D))
+    u, v = u.abs(), v.abs()  # RReLU's identity region
+    loss, parts = nml_loss(u, v, net(u, v), 0.5, 0.1)
+    assert abs(parts["kl"].item()) < 1e-12
+    (grad,) = torch.autograd.grad(loss, [net.scale])
+    assert grad.item() > 1e-3

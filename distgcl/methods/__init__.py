@@ -1,4 +1,8 @@
-"""Method registry. Each method module registers its class and its config section on import."""
+"""Method registry. Each method module registers its class and its config section on import.
+
+Importing this package imports every built-in method, so their config sections are known to
+:mod:`distgcl.config` (which imports no method itself: the dependency points one way).
+"""
 from __future__ import annotations
 
 from distgcl.config import register_section
@@ -31,7 +35,7 @@ def build_method(config, info: GraphInfo, work=None) -> Method:  # type: ignore[
 
 # Importing the modules registers them (keep one line per method).
 from distgcl.methods import grace  # noqa: E402,F401
-
-__all__ = ["METHODS", "Method", "GraphInfo", "TrainingDiverged", "register_method", "build_method"]
 from distgcl.methods import nml  # noqa: E402,F401
 from distgcl.methods import e2neg  # noqa: E402,F401
+
+__all__ = ["METHODS", "Method", "GraphInfo", "TrainingDiverged", "register_method", "build_method"]

@@ -106,7 +106,7 @@ from distgcl.methods import register_method
 from distgcl.methods.base import GraphInfo, Method
 from distgcl.methods.bilevel import bilevel_step
 from distgcl.methods.grace import build_encoder
-from distgcl.nn import GCNEncoder, NegativeMetricNetwork, Projector, TwoViewEncoder
+from distgcl.nn import GCNEncoder, Projector, TwoViewEncoder, build_metric_network
 from distgcl.spectral import (adjacency, allocate_clusters, attach_leaves, cluster_purity,
                               connected_components, laplacian_from_adjacency,
                               nearest_by_features, reconstruct_stars, select_centres,
@@ -164,6 +164,10 @@ class E2NegConfig:
     """Adam learning rate of the NMN (NML-GCL's lr1)."""
     nml_hidden: int = 512
     """Hidden width of the NMN."""
+    nml_metric: Literal["nmn", "signed"] = "nmn"
+    """The metric network: NML-GCL's (``nmn``) or the one with a learned signed inverse
+    temperature that can down-weight anchor-like centres (``signed``,
+    :class:`~distgcl.nn.nmn.SignedNegativeMetricNetwork`)."""
 
     def validate(self, prefix: str) -> None:
         check_at_least(f"{prefix}.clusters", self.clusters, 2)
@@ -254,7 +258,8 @@ class E2Neg(Method):
         m = config.model
         self.model = TwoViewEncoder(build_encoder(config, info),
                                     Projector(m.out_dim, m.proj_dim) if m.proj_dim > 0 else None)
-        self.nmn = (NegativeMetricNetwork(m.out_dim, min(self.cfg.nml_hidden, m.out_dim))
+        self.nmn = (build_metric_network(self.cfg.nml_metric, m.out_dim,
+                                         min(self.cfg.nml_hidden, m.out_dim))
                     if self.cfg.nml else None)
         self.augment_generator = self.work.generator(STREAM_AUGMENT, shared=True)
         if self.cfg.nml:

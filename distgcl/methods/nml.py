@@ -62,7 +62,7 @@ from distgcl.methods.base import GraphInfo, Method
 from distgcl.methods.bilevel import bilevel_step
 from distgcl.methods.grace import build_encoder
 from distgcl.nn import GCNEncoder, TwoViewEncoder
-from distgcl.nn.nmn import NegativeMetricNetwork, metric_log_probs
+from distgcl.nn.nmn import build_metric_network, metric_log_probs
 from distgcl.sampling import make_neighbor_sampler, uniform_negatives
 from distgcl.typing import NodeIds
 from distgcl.work import STREAM_AUGMENT, STREAM_NEGATIVES, STREAM_SAMPLING, Work
@@ -81,9 +81,14 @@ class NMLConfig:
     ``graph``: alpha = c * (N-1) in every mode (the full-batch value also for K-blocks)."""
     inner_steps: int = 3
     """T_M: NMN updates per encoder update."""
-    metric: Literal["nmn", "cosine"] = "nmn"
-    """``nmn``: learned metric; ``cosine``: m = softmax of the plain cosine of the embeddings
-    (ablation: no NMN, no inner steps)."""
+    metric: Literal["nmn", "signed", "cosine"] = "nmn"
+    """``nmn``: the paper's learned metric (Siamese MLP, softmax of the cosine; it cannot
+    down-weight anchor-like candidates, see :class:`~distgcl.nn.nmn.NegativeMetricNetwork`);
+    ``signed``: the same with a learned signed inverse temperature on the cosine, which can
+    (:class:`~distgcl.nn.nmn.SignedNegativeMetricNetwork`); ``cosine``: m = softmax of the plain
+    cosine of the embeddings (ablation: no NMN, no inner steps)."""
+    metric_scale_init: float = 0.0
+    """``metric: signed``: the initial inverse temperature beta (0: uniform m, i.e. InfoNCE)."""
     metric_grad_to_encoder: bool = True
     """Encoder step backpropagates through the (fixed) NMN into the embeddings (official code)."""
     include_positive: bool = False
@@ -178,8 +183,9 @@ class NML(Method):
             # NML-GCL has no projection head: the metric and the loss see the encoder output.
             raise ConfigError("nml needs model.proj_dim: 0 (NML-GCL has no projection head)")
         self.model = TwoViewEncoder(build_encoder(config, info))
-        self.nmn = NegativeMetricNetwork(config.model.out_dim, self.cfg.nmn_hidden_dim,
-                                         learnable=self.cfg.metric == "nmn")
+        self.nmn = build_metric_network(self.cfg.metric, config.model.out_dim,
+                                        self.cfg.nmn_hidden_dim,
+                                        scale_init=self.cfg.metric_scale_init)
         full = self.cfg.mode == "full"
         # full batch: every rank draws the same two views (its rows then add up to the
         # single-process objective); mini-batch: each rank augments its own subgraphs
@@ -336,7 +342,17 @@ class NML(Method):
         (positive label) from other-class candidates: AUC > 0.5 means the metric gives lower
         weight to likely false negatives. ``rocauc_neg_cosine`` is the same AUC for the plain
         embedding cosine :math:`-\cos(z_i, z_j)`, the baseline the NMN has to beat.
-        O(anchors x candidates) memory.
+        O(anchors x candidates) memory. ``metric_scale`` is the learned inverse temperature
+        :math:`\beta` of ``metric: signed`` (negative: anchor-like candidates weigh less).
+
+        What to expect: the faithful NMN (``metric: nmn``) cannot score above 0.5 here by
+        construction, only approach it by flattening :math:`m`: its logit
+        :math:`\cos(g(u_i), g(v_j))` uses one map :math:`g` on both sides, so anchor-like
+        candidates get the *largest* weights (see
+        :class:`~distgcl.nn.nmn.NegativeMetricNetwork`; every row of bench/results/nml.json:
+        same-class weight > 1, AUC < 0.5). ``metric: signed`` can invert the ranking
+        (:class:`~distgcl.nn.nmn.SignedNegativeMetricNetwork`); how far its weights move from 1
+        is bounded by the KL term (``weight_std``).
         """
         from sklearn.metrics import roc_auc_score
 
@@ -367,6 +383,9 @@ class NML(Method):
             "mean_weight_other_class": float(w_valid[~same].mean()) if (~same).any() else None,
             "weight_std": float(w_valid.std()),
         }
+        scale = getattr(self.nmn, "scale", None)
+        if scale is not None:
+            out["metric_scale"] = float(scale.detach())
         if same.any() and (~same).any():
             labels = same.numpy().astype(int)
             out["rocauc_neg_m"] = float(roc_auc_score(labels, (-w_valid).numpy()))

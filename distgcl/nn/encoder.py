@@ -15,18 +15,22 @@ from distgcl.typing import EdgeIndex, OptTensor
 
 
 def make_activation(name: str, width: int) -> nn.Module:
-    """Activation module by name; PReLU gets one slope per channel (as GRACE and E2Neg)."""
+    """Activation module by name; ``prelu`` gets one slope per channel (as E2Neg's
+    ``PReLU(output)``), ``prelu-shared`` a single slope (GRACE's ``nn.PReLU()``)."""
     if name == "relu":
         return nn.ReLU()
     if name == "prelu":
         return nn.PReLU(width)
+    if name == "prelu-shared":
+        return nn.PReLU()
     if name == "rrelu":
         return nn.RReLU()
     if name == "elu":
         return nn.ELU()
     if name == "identity":
         return nn.Identity()
-    raise ValueError(f"unknown activation {name!r}; known: relu, prelu, rrelu, elu, identity")
+    raise ValueError(f"unknown activation {name!r}; known: relu, prelu, prelu-shared, rrelu, elu, "
+                     "identity")
 
 
 class GCNEncoder(nn.Module):
@@ -41,7 +45,9 @@ class GCNEncoder(nn.Module):
         out_dim (int): embedding width.
         hidden_dim (int, optional): inner width (default: :obj:`2 * out_dim`, as GRACE).
         layers (int, optional): number of GCN layers (default: :obj:`2`).
-        activation (str, optional): ``relu | prelu | rrelu | elu | identity`` (default: ``relu``).
+        activation (str, optional): ``relu | prelu | prelu-shared | rrelu | elu | identity``
+            (default: ``relu``). ``prelu-shared`` is one PReLU module (one slope) reused by
+            every layer, as GRACE's code; ``prelu`` one per-channel PReLU per layer.
         activate_last (bool, optional): apply :math:`\sigma` after the last layer as well
             (GRACE: yes, NML-GCL: no) (default: :obj:`True`).
 
@@ -66,8 +72,12 @@ class GCNEncoder(nn.Module):
         widths = [in_dim] + [hidden_dim] * (layers - 1) + [out_dim]
         self.convs = nn.ModuleList(GCNConv(a, b) for a, b in zip(widths[:-1], widths[1:]))
         n_act = layers if activate_last else layers - 1
-        self.activations = nn.ModuleList(make_activation(activation, widths[i + 1])
-                                         for i in range(n_act))
+        if activation == "prelu-shared":  # the same module (and slope) after every layer
+            shared = make_activation(activation, 1)
+            self.activations = nn.ModuleList([shared] * n_act)
+        else:
+            self.activations = nn.ModuleList(make_activation(activation, widths[i + 1])
+                                             for i in range(n_act))
         self.in_dim, self.out_dim = in_dim, out_dim
         self.hparams: dict[str, Any] = {
             "in_dim": in_dim, "out_dim": out_dim, "hidden_dim": hidden_dim, "layers": layers,

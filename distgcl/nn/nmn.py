@@ -114,6 +114,18 @@ class NegativeMetricNetwork(nn.Module):
     official code. NML-GCL uses :math:`w_{ij} = |\mathcal{C}_i|\, m_{ij}` as InfoNCE negative
     weights, so a uniform :math:`m` recovers InfoNCE.
 
+    **Limitation (measured: bench/results/nml.json, the false-negative diagnostic of
+    :meth:`~distgcl.methods.nml.NML.false_negative_diagnostic`).** This metric cannot give *less*
+    weight to candidates that look like the anchor. The logit of candidate :math:`j` is
+    :math:`\cos(g(u_i), g(v_j))` with the *same* map :math:`g` on both sides, so it is largest
+    (= 1) where :math:`g(v_j)` points like :math:`g(u_i)`; since the views of one node are close
+    (:math:`u_i \approx v_i`) and :math:`g` is continuous, a candidate similar to the anchor —
+    a likely false negative — sits near the top of the row. The loss (minimised by the NMN too)
+    would rather down-weight similar candidates; the best this metric can do is to flatten the
+    row towards uniform. In every measured row the same-class candidates got weight above 1 and
+    the ROC-AUC of :math:`-m` for same-class candidates was below 0.5.
+    :class:`SignedNegativeMetricNetwork` adds the one missing degree of freedom.
+
     ``forward(u, v)`` maps both views in one call and returns their :class:`MetricFactors`
     (unit rows :math:`\hat g(u), \hat g(v)`); the softmax over candidates happens in the loss
     (:func:`distgcl.losses.nml_loss`) or in :func:`metric_log_probs`.
@@ -168,6 +180,80 @@ class NegativeMetricNetwork(nn.Module):
         return f"{self.__class__.__name__}({self.dim}, hidden_dim={self.hidden_dim}{kind})"
 
 
+class SignedNegativeMetricNetwork(NegativeMetricNetwork):
+    r"""The NMN with a learnable signed inverse temperature :math:`\beta` on its cosine: a
+    negative metric that *can* down-weight candidates similar to the anchor.
+
+    .. math::
+        m_{ij} = \frac{\exp\left(\beta\,\cos(g(\mathbf{u}_i), g(\mathbf{v}_j))\right)}
+        {\sum_{k \in \mathcal{C}_i} \exp\left(\beta\,\cos(g(\mathbf{u}_i),
+        g(\mathbf{v}_k))\right)}, \qquad \beta \in \mathbb{R}\ \text{learned},
+
+    with the Siamese MLP :math:`g` of :class:`NegativeMetricNetwork` (which is :math:`\beta = 1`
+    fixed). Why this and not more: (1) it is the smallest change that contains the *opposite*
+    of the faithful metric: with :math:`\beta < 0` the most anchor-like candidates (likely
+    false negatives) get the least weight; (2) the sign is learned at once: started at
+    :math:`\beta_0 = 0` (uniform :math:`m`, i.e. InfoNCE, the KL term's minimum), the gradient
+    of the weighted InfoNCE is :math:`\partial\ell_i/\partial\beta = \frac{n_i}{D_i}
+    \operatorname{Cov}_j\big(\cos(g(u_i), g(v_j)), e^{s_{ij}/\tau}\big)`, positive wherever
+    the metric's similarity follows the embeddings' (it does for any near-isometric :math:`g`),
+    so the first inner step already makes :math:`\beta` negative, and the KL term
+    :math:`\alpha\,\mathrm{KL}(\mathrm{Unif} \| m) \approx \frac{\alpha\beta^2}{2}
+    \operatorname{Var}_j\cos` bounds its size; (3) the logits stay a product of factors
+    (:class:`MetricFactors` with anchor factors :math:`\beta\hat g(u)`), so the full-batch
+    and mini-batch losses consume it unchanged. Separate anchor and candidate heads could
+    learn the inversion too, but only through 2 x d x d weights moving away from a random
+    initial relation; the loss would still rank candidates by one learned similarity.
+
+    Args:
+        dim (int): embedding width :math:`d`.
+        hidden_dim (int, optional): hidden width of :math:`g` (default: :obj:`dim`).
+        scale_init (float, optional): :math:`\beta_0` (default: :obj:`0.0`: uniform at start;
+            :obj:`1.0` starts from the faithful NMN).
+
+    Shapes:
+        - **input:** ``u`` :math:`(N_u, d)`, ``v`` :math:`(N_v, d)`
+        - **output:** :class:`MetricFactors`: anchors :math:`\beta\hat g(\cdot)`, candidates
+          :math:`\hat g(\cdot)`
+    """
+
+    def __init__(self, dim: int, hidden_dim: int | None = None, scale_init: float = 0.0) -> None:
+        self.scale_init = float(scale_init)
+        super().__init__(dim, hidden_dim, learnable=True)
+        self.scale = nn.Parameter(torch.tensor(self.scale_init))
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if hasattr(self, "scale"):
+            with torch.no_grad():
+                self.scale.fill_(self.scale_init)
+
+    def forward(self, u: Tensor, v: Tensor) -> MetricFactors:
+        gu, gv = F.normalize(self._g(u), dim=-1), F.normalize(self._g(v), dim=-1)
+        return MetricFactors(self.scale * gu, gv, self.scale * gv, gu)
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.dim}, hidden_dim={self.hidden_dim}, "
+                f"scale_init={self.scale_init})")
+
+
+METRICS = ("nmn", "signed", "cosine")
+"""``nmn``: the faithful NMN; ``signed``: :class:`SignedNegativeMetricNetwork`; ``cosine``: no
+parameters, softmax of the plain cosine (the no-NMN ablation)."""
+
+
+def build_metric_network(kind: str, dim: int, hidden_dim: int | None = None, *,
+                         scale_init: float = 0.0) -> NegativeMetricNetwork:
+    """The negative metric module named ``kind`` (one of :data:`METRICS`)."""
+    if kind == "nmn":
+        return NegativeMetricNetwork(dim, hidden_dim)
+    if kind == "signed":
+        return SignedNegativeMetricNetwork(dim, hidden_dim, scale_init=scale_init)
+    if kind == "cosine":
+        return NegativeMetricNetwork(dim, hidden_dim, learnable=False)
+    raise ValueError(f"unknown negative metric {kind!r}; known: {', '.join(METRICS)}")
+
+
 def metric_log_probs(anchor: Tensor, candidates: Tensor,
                      candidate_mask: OptTensor = None) -> Tensor:
     r""":math:`\log m_{ij}` :math:`(B, K)` from metric factors: the row-wise log-softmax of
@@ -182,5 +268,6 @@ def uniform_log_metric(candidate_mask: Tensor) -> Tensor:
     return out.masked_fill(~candidate_mask, float("-inf"))
 
 
-__all__ = ["MetricFactors", "NegativeMetricNetwork", "masked_cosine_log_softmax",
-           "masked_log_softmax", "metric_log_probs", "metric_logits", "uniform_log_metric"]
+__all__ = ["METRICS", "MetricFactors", "NegativeMetricNetwork", "SignedNegativeMetricNetwork",
+           "build_metric_network", "masked_cosine_log_softmax", "masked_log_softmax",
+           "metric_log_probs", "metric_logits", "uniform_log_metric"]

@@ -220,3 +220,43 @@ def test_alpha_scale_graph_uses_full_graph_size():
     with_block, parts = method.loss(u, v, ids, cands)
     # same InfoNCE part, KL weighted by c*(N-1) instead of c*K
     assert torch.allclose(with_graph - with_block, 0.2 * ((N - 1) - 12) * parts["kl"], atol=1e-5)
+
+
+def _planted_graph(n_per: int = 30, blocks: int = 3) -> Data:
+    """Three planted communities (p_in 0.2, p_out 0.01) with class-signal features: a node's
+    same-class candidates are the ones that look like it, i.e. the planted false negatives."""
+    g = torch.Generator().manual_seed(0)
+    n = n_per * blocks
+    y = torch.arange(blocks).repeat_interleave(n_per)
+    prob = torch.where(y[:, None] == y[None, :], 0.2, 0.01)
+    row, col = torch.triu(torch.rand(n, n, generator=g) < prob, diagonal=1).nonzero().t()
+    x = (torch.nn.functional.one_hot(y, blocks).float().repeat(1, 4)
+         + 0.7 * torch.randn(n, 4 * blocks, generator=g))
+    return Data(x=x, edge_index=torch.cat([torch.stack([row, col]), torch.stack([col, row])], 1),
+                y=y, num_nodes=n)
+
+
+@pytest.mark.parametrize("metric", ["nmn", "signed"])
+def test_signed_metric_down_weights_planted_false_negatives_faithful_does_not(metric):
+    data = _planted_graph()
+    cfg = load_config(None, ["method=nml", "model.out_dim=16", "model.hidden_dim=16",
+                             "model.activation=rrelu", "model.activate_last=false",
+                             "model.proj_dim=0", "train.lr=0.01", "nml.nmn_lr=0.01",
+                             f"nml.metric={metric}", "nml.inner_steps=3",
+                             "nml.diagnostic_anchors=90", "nml.diagnostic_candidates=90"])
+    torch.manual_seed(0)
+    method = build_method(cfg, GraphInfo(num_nodes=90, num_features=12, num_classes=3))
+    method.configure_optimizers()
+    for epoch in range(1, 41):
+        for batch in method.batches(data, epoch):
+            method.training_step(batch)
+    out = method.false_negative_diagnostic(data)
+    assert out["rocauc_neg_cosine"] < 0.1  # the embeddings do put same-class nodes together
+    if metric == "signed":  # learned beta < 0: the anchor-like (same-class) candidates weigh less
+        assert out["metric_scale"] < -0.05
+        assert out["mean_weight_same_class"] < 0.95 < 1.0 < out["mean_weight_other_class"]
+        assert out["rocauc_neg_m"] > 0.9
+    else:  # the faithful NMN ranks them first; it only flattens the row
+        assert "metric_scale" not in out
+        assert out["mean_weight_same_class"] > out["mean_weight_other_class"]
+        assert out["rocauc_neg_m"] < 0.5
