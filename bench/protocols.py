@@ -114,6 +114,9 @@ def main() -> None:
     parser.add_argument("--note", default="", help="text appended to the notes")
     parser.add_argument("--append", action="store_true",
                         help="keep the other rows of the existing protocols.json")
+    parser.add_argument("--probes", default=None,
+                        help="run only these of each row's protocols (comma list, e.g. "
+                        "pygcl-10-80-10+lbfgs); default: all of them")
     parser.add_argument("--pygcl-probe-epochs", type=int, default=None,
                         help="cut the pygcl-10-80-10 Adam probe to this many epochs (preset: "
                         "10000); recorded per row (probe_epochs) and in the notes")
@@ -127,8 +130,10 @@ def main() -> None:
         timing = result["timing"]
         train_seconds = timing["prepare_seconds"] + timing["train_seconds"]
         config_path = REPO / "configs" / spec["config"]
-        for protocol in [spec["protocol"], *spec.get("extra_probes", []), "default",
-                         "default+adam"]:
+        protocols = [spec["protocol"], *spec.get("extra_probes", []), "default", "default+adam"]
+        if args.probes:
+            protocols = [p for p in protocols if p in args.probes.split(",")]
+        for protocol in protocols:
             probe = _probe(config_path, result["seed"], protocol, z, args.pygcl_probe_epochs)
             s = probe["settings"]
             row: dict[str, Any] = {
