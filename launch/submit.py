@@ -31,6 +31,7 @@ import datetime as dt
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +56,7 @@ def build_command(args: argparse.Namespace) -> list[str]:
     config = Path(args.config)
     config_arg = (str(config.resolve().relative_to(REPO)) if config.resolve().is_relative_to(REPO)
                   else str(config.resolve()))
-    cmd = ["ray", "job", "submit", "--address", args.address, "--submission-id", submission,
+    cmd = [ray_cli(), "job", "submit", "--address", args.address, "--submission-id", submission,
            "--runtime-env-json", json.dumps(runtime_env)]
     if args.entrypoint_num_cpus is not None:
         cmd += ["--entrypoint-num-cpus", str(args.entrypoint_num_cpus)]
@@ -69,6 +70,12 @@ def build_command(args: argparse.Namespace) -> list[str]:
     for item in args.overrides:
         cmd += ["--set", item]
     return cmd
+
+
+def ray_cli() -> str:
+    """The ``ray`` command: on PATH, else beside this interpreter (a venv run without activation)."""
+    beside = Path(sys.executable).with_name("ray")
+    return shutil.which("ray") or (str(beside) if beside.exists() else "ray")
 
 
 def main(argv: list[str] | None = None) -> int:
