@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 EXCLUDES = [".git", ".venv", ".ci-venv", "**/__pycache__", "*.egg-info", "runs", "outputs",
             "bench/results/_work", ".pytest_cache", "*.pt", "*.npy", "*.npz", "*.csv.gz",
-            "data", "**/raw", "**/processed"]
+            "/data", "**/raw", "**/processed"]
 FORWARDED_ENV = ("DISTGCL_DATA", "DISTGCL_CACHE", "DISTGCL_STORAGE",
                  "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
 
@@ -74,8 +74,10 @@ def build_command(args: argparse.Namespace) -> list[str]:
 
 def ray_cli() -> str:
     """The ``ray`` command: on PATH, else beside this interpreter (a venv run without activation)."""
+    if shutil.which("ray"):
+        return "ray"
     beside = Path(sys.executable).with_name("ray")
-    return shutil.which("ray") or (str(beside) if beside.exists() else "ray")
+    return str(beside) if beside.exists() else "ray"
 
 
 def main(argv: list[str] | None = None) -> int:
