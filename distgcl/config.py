@@ -98,6 +98,11 @@ class DataConfig:
     """Replace non-negative features by ``log(1 + x)`` (before any row normalization): for
     heavy-tailed counts and sums, e.g. ogbn-proteins' edge-feature sums, which grow with the
     degree (up to thousands); a per-value map, so new graphs embed without stored statistics."""
+    standardize_features: bool = False
+    """Zero mean and unit variance per feature column over the graph's nodes (after
+    ``log_features``): non-negative features such as ogbn-proteins' share a large common
+    component that makes every cosine similarity near 1. ``distgcl embed`` standardizes a new
+    graph with its own statistics."""
     proteins_node_features: Literal["sum", "mean", "sum+mean", "sum+mean+species"] = "sum+mean"
     """ogbn-proteins has no node features: per node, the sum and/or the mean of its edges' 8-d
     features, optionally with the species one-hot (``distgcl.data.ogb.proteins_node_features``).
@@ -297,9 +302,6 @@ class DistConfig:
             check_at_least(f"{prefix}.checkpoint_every", self.checkpoint_every, 1)
         check_at_least(f"{prefix}.keep_checkpoints", self.keep_checkpoints, 2)
         check_at_least(f"{prefix}.shards", self.shards, 0)
-        _check(not self.shards or self.num_workers is not None,
-               f"{prefix}.shards needs {prefix}.num_workers (--num-workers N): graph shards are "
-               "Ray actors")
         if self.run_name is not None:
             _check(bool(self.run_name) and "/" not in self.run_name and self.run_name not in
                    (".", ".."), f"{prefix}.run_name must be a plain folder name "

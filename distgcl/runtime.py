@@ -44,6 +44,11 @@ class Runtime:
 
     def graph_services(self, config: Any, cache_root: Path) -> GraphServices:
         """The graph operations this runtime runs for the method (here: none)."""
+        if config.dist.shards:
+            from distgcl.config import ConfigError
+
+            raise ConfigError("dist.shards needs --num-workers N (dist.num_workers): graph "
+                              "shards are Ray actors")
         return GraphServices()
 
     # ------------------------------------------------------------------ collectives

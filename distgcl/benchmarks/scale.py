@@ -12,8 +12,7 @@ peak RSS:
   ``result.json`` into ``partition`` and ``spectral`` (E2Neg), ``prepare``, ``train_epoch``,
   ``embed``, ``probe`` and ``total`` rows, with every worker's and the driver's peak RSS, the
   shard actors' and the **sum over the run's whole process tree** (driver, Ray's daemons,
-  workers, actors; sampled every 0.5 s; shared pages count once per process, so this is an
-  upper bound), plus ROC-AUC;
+  workers, actors; proportional set sizes, sampled every 0.5 s), plus ROC-AUC;
 * ``shard_memory``: at the largest scale, the resident memory of each graph-shard actor for
   ``P`` shards, beside an empty actor of the same kind (the process without a graph).
 
@@ -103,8 +102,10 @@ def _scale_value(name: str) -> float:
 
 def run_measured(cmd: Sequence[str], log: Path, timeout: float,
                  env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``cmd`` with output to ``log``; its wall seconds and the peak of the summed RSS of
-    its process tree (polled every 0.5 s). Raises RuntimeError with the log's tail on failure."""
+    """Run ``cmd`` with output to ``log``; its wall seconds and the peak of the summed PSS
+    (proportional set size: shared pages split among their sharers, so the sum is the memory
+    the tree really holds; RSS where PSS is unavailable) of its process tree (polled every
+    0.5 s). Raises RuntimeError with the log's tail on failure."""
     import psutil
 
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -121,8 +122,8 @@ def run_measured(cmd: Sequence[str], log: Path, timeout: float,
                 tree = [root, *root.children(recursive=True)]
                 total = 0.0
                 for p in tree:
-                    try:
-                        total += p.memory_info().rss
+                    try:  # PSS: shared pages split among the processes that share them
+                        total += getattr(p.memory_full_info(), "pss", 0) or p.memory_info().rss
                     except psutil.Error:
                         pass
                 peak = max(peak, total / 2**20)
@@ -467,8 +468,8 @@ def write_outputs(sweep: Sweep, records: list[dict[str, Any]], command: str) -> 
              "ogb's PygNodePropPredDataset); each train row is one `distgcl train` through Ray "
              f"Train on {sweep.threads} torch thread(s) per worker, E2Neg's spectral step over "
              f"{sweep.shards} graph-shard actor(s); `processes_peak_rss_mb` is the peak of the "
-             "summed RSS of the run's process tree (driver, Ray daemons, workers, actors; shared "
-             "pages counted once per process: an upper bound). Slopes: least squares in log-log "
+             "summed PSS of the run's process tree (driver, Ray daemons, workers, actors; shared "
+             "pages split among their sharers), sampled every 0.5 s. Slopes: least squares in log-log "
              "against directed edges over the scales measured. ROC-AUC: linear probe (BCE over "
              "112 tasks, ogb's Evaluator) on the species split; epochs: "
              f"{sweep.epochs or 'the configs'}; overrides: {sweep.overrides or 'none'}.")
