@@ -190,10 +190,13 @@ def _train(sweep: Sweep, scale: str, method: str, workers: int) -> dict[str, Any
     for item in [*sets, *sweep.overrides]:
         cmd += ["--set", item]
     run_dir = storage / name
-    if run_dir.exists():  # a stale run of an interrupted sweep: never resume it half-measured
-        import shutil
+    import shutil
 
+    if run_dir.exists():  # a stale run of an interrupted sweep: never resume it half-measured
         shutil.rmtree(run_dir)
+    # every run pays its own preprocessing: no spectral/star cache or partition of an earlier run
+    for stale in (cache / "methods", cache / "partitions"):
+        shutil.rmtree(stale, ignore_errors=True)
     m = run_measured(cmd, sweep.work / "logs" / f"train-{name}.log", sweep.timeout)
     result = json.loads((run_dir / "result.json").read_text())
     return {"phase": "train", "wall_seconds": m["seconds"],
