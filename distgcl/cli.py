@@ -244,7 +244,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     command = " ".join(shlex.quote(a) for a in ["distgcl", *sys.argv[1:]])
-    paths = run_sweep(sweep, restart=args.restart, command=command)
+    paths = run_sweep(sweep, restart=args.restart, command=command,
+                      report_only=args.report_only)
     print("distgcl bench scale: " + ", ".join(str(p) for p in paths.values()))
     return 0
 

@@ -463,7 +463,8 @@ def _machine() -> dict[str, Any]:
             "torch": torch.__version__, "python": platform.python_version()}
 
 
-def write_outputs(sweep: Sweep, records: list[dict[str, Any]], command: str) -> dict[str, Path]:
+def write_outputs(sweep: Sweep, records: list[dict[str, Any]], command: str,
+                  missing: Sequence[str] = ()) -> dict[str, Path]:
     rows = rows_from_records(records)
     rows += projection_rows(rows)
     sweep.out.mkdir(parents=True, exist_ok=True)
@@ -475,7 +476,9 @@ def write_outputs(sweep: Sweep, records: list[dict[str, Any]], command: str) -> 
              "pages split among their sharers), sampled every 0.5 s. Slopes: least squares in log-log "
              "against directed edges over the scales measured. ROC-AUC: linear probe (BCE over "
              "112 tasks, ogb's Evaluator) on the species split; epochs: "
-             f"{sweep.epochs or 'the configs'}; overrides: {sweep.overrides or 'none'}.")
+             f"{sweep.epochs or 'the configs'}; overrides: {sweep.overrides or 'none'}."
+             + (f" Not measured (items of this sweep without a result): {', '.join(missing)}."
+                if missing else ""))
     doc = {"command": command, "created": dt.datetime.now(dt.timezone.utc).strftime(
         "%Y-%m-%dT%H:%M:%SZ"), "machine": _machine(), "notes": notes, "rows": rows}
     paths = {"json": sweep.out / "scale.json", "csv": sweep.out / "scale.csv",
@@ -599,8 +602,11 @@ def markdown_report(rows: list[dict[str, Any]], command: str, notes: str,
 
 # ------------------------------------------------------------------------------ driver
 
-def run_sweep(sweep: Sweep, restart: bool = False, command: str = "") -> dict[str, Path]:
-    """Run (or continue) the sweep and write its outputs; returns their paths."""
+def run_sweep(sweep: Sweep, restart: bool = False, command: str = "",
+              report_only: bool = False) -> dict[str, Path]:
+    """Run (or continue) the sweep and write its outputs; returns their paths.
+    ``report_only``: run nothing, write the outputs of the items finished so far (the missing
+    ones are listed in the notes)."""
     from tqdm import tqdm
 
     sweep.work.mkdir(parents=True, exist_ok=True)
@@ -614,7 +620,7 @@ def run_sweep(sweep: Sweep, restart: bool = False, command: str = "") -> dict[st
                 rec = json.loads(line)
                 done[tuple(rec["key"])] = rec
     items = sweep.items()
-    todo = [k for k in items if k not in done]
+    todo = [] if report_only else [k for k in items if k not in done]
     if done:
         print(f"distgcl bench scale: {len(items) - len(todo)} of {len(items)} items done "
               f"before ({partial}); continuing", flush=True)
@@ -637,7 +643,8 @@ def run_sweep(sweep: Sweep, restart: bool = False, command: str = "") -> dict[st
             done[key] = rec
             bar.update(1)
     records = [done[k] for k in items if k in done]
-    paths = write_outputs(sweep, records, command)
+    missing = [" ".join(k) for k in items if k not in done]
+    paths = write_outputs(sweep, records, command, missing)
     if failures:
         print(f"distgcl bench scale: {len(failures)} item(s) failed (rerun to retry them): " +
               "; ".join(f"{' '.join(k)}: {why}" for k, why in failures), flush=True)
@@ -705,6 +712,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds one item may take")
     parser.add_argument("--restart", action="store_true",
                         help="forget the finished items of an earlier sweep")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: write the outputs from the items finished so far")
 
 
 def sweep_from_args(args: argparse.Namespace) -> Sweep:
