@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", required=True, metavar="DIR",
                           help="data root to write DIR/ogbn_proteins into")
     generate.add_argument("--seed", type=int, default=0, help="same seed, same files (default 0)")
+    bench = sub.add_parser("bench", help="benchmarks that ship with distgcl")
+    bench_sub = bench.add_subparsers(dest="benchmark", required=True)
+    from distgcl.benchmarks.scale import add_arguments
+
+    add_arguments(bench_sub.add_parser(
+        "scale", help="time and memory per phase on proteins-shaped graphs against their size "
+                      "(resumable sweep; writes scale.json/.csv/.md and plots)"))
     return parser
 
 
@@ -227,6 +234,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    from distgcl.benchmarks.scale import run_sweep, sweep_from_args
+
+    try:
+        sweep = sweep_from_args(args)
+    except ValueError as exc:
+        return _fail(str(exc))
+    command = " ".join(shlex.quote(a) for a in ["distgcl", *sys.argv[1:]])
+    paths = run_sweep(sweep, restart=args.restart, command=command,
+                      report_only=args.report_only)
+    print("distgcl bench scale: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
@@ -235,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_embed(args)
     if args.command == "generate":
         return cmd_generate(args)
+    if args.command == "bench":
+        return cmd_bench(args)
     return cmd_datasets(args)
 
 

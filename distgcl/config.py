@@ -94,6 +94,15 @@ class DataConfig:
     """Let PyG/OGB download missing raw files (needs network)."""
     normalize_features: bool = False
     """Row-normalize node features (GRACE and E2Neg do; NML-GCL does not)."""
+    log_features: bool = False
+    """Replace non-negative features by ``log(1 + x)`` (before any row normalization): for
+    heavy-tailed counts and sums, e.g. ogbn-proteins' edge-feature sums, which grow with the
+    degree (up to thousands); a per-value map, so new graphs embed without stored statistics."""
+    standardize_features: bool = False
+    """Zero mean and unit variance per feature column over the graph's nodes (after
+    ``log_features``): non-negative features such as ogbn-proteins' share a large common
+    component that makes every cosine similarity near 1. ``distgcl embed`` standardizes a new
+    graph with its own statistics."""
     proteins_node_features: Literal["sum", "mean", "sum+mean", "sum+mean+species"] = "sum+mean"
     """ogbn-proteins has no node features: per node, the sum and/or the mean of its edges' 8-d
     features, optionally with the species one-hot (``distgcl.data.ogb.proteins_node_features``).
@@ -274,6 +283,10 @@ class DistConfig:
     about 20 checkpoints over the run)."""
     keep_checkpoints: int = 2
     """Complete checkpoints kept (>= 2: the newest may be damaged)."""
+    shards: int = 0
+    """Graph-shard actors for the sharded steps (E2Neg's spectral step over ``P`` shards, with
+    ``e2neg.solver`` ``chebyshev`` or ``lobpcg-block``); 0: every step in the worker. Needs
+    ``num_workers`` (the actors are Ray's)."""
     address: str | None = None
     """Ray cluster to join (``auto``: the running one; default: ``$RAY_ADDRESS``, else a local
     Ray started on 127.0.0.1)."""
@@ -288,6 +301,7 @@ class DistConfig:
         if self.checkpoint_every is not None:
             check_at_least(f"{prefix}.checkpoint_every", self.checkpoint_every, 1)
         check_at_least(f"{prefix}.keep_checkpoints", self.keep_checkpoints, 2)
+        check_at_least(f"{prefix}.shards", self.shards, 0)
         if self.run_name is not None:
             _check(bool(self.run_name) and "/" not in self.run_name and self.run_name not in
                    (".", ".."), f"{prefix}.run_name must be a plain folder name "

@@ -98,7 +98,10 @@ def encoder_payload(encoder: GCNEncoder, config_dict: dict[str, Any], *, dataset
         "hparams": dict(encoder.hparams),
         "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
         "num_features": int(encoder.hparams["in_dim"]),
-        "preprocessing": {"normalize_features": bool(data_cfg.get("normalize_features", False))},
+        "preprocessing": {"normalize_features": bool(data_cfg.get("normalize_features", False)),
+                          "log_features": bool(data_cfg.get("log_features", False)),
+                          "standardize_features": bool(data_cfg.get("standardize_features",
+                                                                    False))},
         "embed_batch_size": int(config_dict.get("eval", {}).get("embed_batch_size", 0)),
         "threads": config_dict.get("train", {}).get("threads"),
         "method": config_dict.get("method"),
@@ -177,6 +180,8 @@ def graph_for_encoder(loaded: LoadedEncoder, graph: str | Path | None) -> tuple[
     from distgcl.data import load_dataset, load_from_config
 
     normalize = bool(loaded.meta["preprocessing"]["normalize_features"])
+    log_features = bool(loaded.meta["preprocessing"].get("log_features", False))
+    standardize = bool(loaded.meta["preprocessing"].get("standardize_features", False))
     if graph is None:
         import distgcl.methods  # noqa: F401  (registers the method sections the config names)
         from distgcl.config import config_from_dict
@@ -189,7 +194,8 @@ def graph_for_encoder(loaded: LoadedEncoder, graph: str | Path | None) -> tuple[
         if not path.is_file():
             raise ExportError(f"graph file {path} does not exist")
         name = path.stem
-        data = load_dataset("file", path=str(path), normalize_features=normalize).data
+        data = load_dataset("file", path=str(path), normalize_features=normalize,
+                            log_features=log_features, standardize_features=standardize).data
         where = f"graph {path}"
     if data.num_features != loaded.num_features:
         raise ExportError(f"{where} has {data.num_features} features per node, but the encoder "

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from distgcl.checkpoint import CheckpointManager
+from distgcl.work import GraphServices
 
 T = TypeVar("T")
 
@@ -40,6 +41,15 @@ class Runtime:
     def is_chief(self) -> bool:
         """Rank 0: writes the shared files, shows the progress bar, evaluates."""
         return self.rank == 0
+
+    def graph_services(self, config: Any, cache_root: Path) -> GraphServices:
+        """The graph operations this runtime runs for the method (here: none)."""
+        if config.dist.shards:
+            from distgcl.config import ConfigError
+
+            raise ConfigError("dist.shards needs --num-workers N (dist.num_workers): graph "
+                              "shards are Ray actors")
+        return GraphServices()
 
     # ------------------------------------------------------------------ collectives
     def wrap(self, module: nn.Module) -> nn.Module:

@@ -266,7 +266,9 @@ def run_training(config: Config, out_dir: str | Path | None = None,
     if out is not None and chief:
         out.mkdir(parents=True, exist_ok=True)
     device = runtime.device
-    work = Work(rank=runtime.rank, world_size=runtime.world_size, seed=t.seed, device=device)
+    cache_root = Path(config.data.cache) if config.data.cache else default_cache()
+    work = Work(rank=runtime.rank, world_size=runtime.world_size, seed=t.seed, device=device,
+                services=runtime.graph_services(config, cache_root))
 
     dataset = _load_dataset(config, runtime)
     data = dataset.data.to(device)
@@ -276,7 +278,6 @@ def run_training(config: Config, out_dir: str | Path | None = None,
     method = build_method(config, info, work).to(device)
     method.configure_optimizers()
     seed_everything(work.global_seed())  # then one global stream per rank (e.g. RReLU)
-    cache_root = Path(config.data.cache) if config.data.cache else default_cache()
 
     state = runtime.load_checkpoint() if t.resume else None
     prep_start = time.perf_counter()

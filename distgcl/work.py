@@ -17,6 +17,10 @@ gradients (:mod:`distgcl.distributed.ddp`), so the gradient is exactly the singl
 full-batch objectives and the mean over the global batch for mini-batches. With one process
 (``Work()``) every share is everything and ``total`` is its size: the plain mean.
 
+Heavy graph operations the trainer may run elsewhere come as :class:`GraphServices` on the
+:class:`Work` (e.g. the spectral step over graph-shard actors); a method uses a service when it is
+there and its own single-process code otherwise, so it never knows what runs it.
+
 Streams are derived with :class:`numpy.random.SeedSequence` from ``(seed, purpose, rank)``, so they
 are independent across purposes and ranks and identical across runs with the same seed.
 """
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -60,6 +64,20 @@ class Share:
 
 
 @dataclass(frozen=True)
+class GraphServices:
+    """Graph operations a trainer provides beside the rank context (default: none).
+
+    ``eigensolver(adjacency, k, *, solver, tol, maxiter, seed, pad, max_matvecs, dtype,
+    progress) -> Eigenpairs``: the :math:`k` smallest eigenpairs of the normalized Laplacian of
+    the symmetric ``adjacency`` (scipy CSR), trivial ones first, as
+    :func:`~distgcl.spectral.eigensolvers.smallest_eigenpairs` with the null space of its
+    components; its ``cache_tag`` attribute enters the caller's cache key.
+    """
+
+    eigensolver: Callable[..., Any] | None = None
+
+
+@dataclass(frozen=True)
 class Work:
     """The rank context (see the module docstring).
 
@@ -69,12 +87,15 @@ class Work:
         seed (int, optional): the run seed, ``train.seed`` (default: ``0``).
         device (torch.device, optional): where generators for on-device draws live
             (default: CPU).
+        services (GraphServices, optional): graph operations the trainer runs for the method
+            (default: none: the method's own code).
     """
 
     rank: int = 0
     world_size: int = 1
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    services: GraphServices = field(default_factory=GraphServices)
 
     def __post_init__(self) -> None:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
@@ -138,5 +159,5 @@ class Work:
                         complete=self.world_size == 1 and ids.numel() == num_anchors, step=step)
 
 
-__all__ = ["Share", "Work", "derive_seed", "STREAM_AUGMENT", "STREAM_NEGATIVES",
+__all__ = ["GraphServices", "Share", "Work", "derive_seed", "STREAM_AUGMENT", "STREAM_NEGATIVES",
            "STREAM_SAMPLING", "STREAM_EPOCH_ORDER", "STREAM_GLOBAL"]

@@ -31,6 +31,7 @@ import datetime as dt
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 EXCLUDES = [".git", ".venv", ".ci-venv", "**/__pycache__", "*.egg-info", "runs", "outputs",
             "bench/results/_work", ".pytest_cache", "*.pt", "*.npy", "*.npz", "*.csv.gz",
-            "data", "**/raw", "**/processed"]
+            "/data", "**/raw", "**/processed"]
 FORWARDED_ENV = ("DISTGCL_DATA", "DISTGCL_CACHE", "DISTGCL_STORAGE",
                  "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
 
@@ -55,7 +56,7 @@ def build_command(args: argparse.Namespace) -> list[str]:
     config = Path(args.config)
     config_arg = (str(config.resolve().relative_to(REPO)) if config.resolve().is_relative_to(REPO)
                   else str(config.resolve()))
-    cmd = ["ray", "job", "submit", "--address", args.address, "--submission-id", submission,
+    cmd = [ray_cli(), "job", "submit", "--address", args.address, "--submission-id", submission,
            "--runtime-env-json", json.dumps(runtime_env)]
     if args.entrypoint_num_cpus is not None:
         cmd += ["--entrypoint-num-cpus", str(args.entrypoint_num_cpus)]
@@ -69,6 +70,14 @@ def build_command(args: argparse.Namespace) -> list[str]:
     for item in args.overrides:
         cmd += ["--set", item]
     return cmd
+
+
+def ray_cli() -> str:
+    """The ``ray`` command: on PATH, else beside this interpreter (a venv run without activation)."""
+    if shutil.which("ray"):
+        return "ray"
+    beside = Path(sys.executable).with_name("ray")
+    return str(beside) if beside.exists() else "ray"
 
 
 def main(argv: list[str] | None = None) -> int:

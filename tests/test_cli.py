@@ -71,6 +71,7 @@ BAD_INPUTS = [
     (["--set", "data.name=ogbn-proteins", "--set", "data.root=/nonexistent"],
      "missing under /nonexistent/ogbn_proteins"),
     (["--set", "noequals"], "--set expects KEY=VALUE"),
+    (["--set", "dist.shards=2"], "dist.shards needs --num-workers N"),
 ]
 
 
@@ -119,4 +120,5 @@ def test_cli_flag_set_is_pinned() -> None:
                                "--storage", "--use-gpu", "-h"],
                      "embed": ["--graph", "--help", "--out", "-h"],
                      "datasets": ["--help", "--root", "-h"],
-                     "generate": ["--help", "--out", "--scale", "--seed", "-h"]}
+                     "generate": ["--help", "--out", "--scale", "--seed", "-h"],
+                     "bench": ["--help", "-h"]}

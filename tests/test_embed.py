@@ -110,7 +110,8 @@ def test_exported_encoder_is_the_trained_one(grace_run: Path) -> None:
     assert all(torch.equal(exported[k], trained[k]) for k in exported)
     assert loaded.meta["hparams"] == {"in_dim": 16, "out_dim": 16, "hidden_dim": 32,
                                       "layers": 2, "activation": "prelu", "activate_last": True}
-    assert loaded.meta["preprocessing"] == {"normalize_features": True}
+    assert loaded.meta["preprocessing"] == {"normalize_features": True, "log_features": False,
+                                               "standardize_features": False}
     np.testing.assert_array_equal(np.load(grace_run / "embeddings.npy"),
                                   torch.load(grace_run / "embeddings.pt").numpy())
 

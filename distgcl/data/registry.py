@@ -189,7 +189,9 @@ def _load_file(path: str | None) -> Data:
 def load_dataset(name: str, root: str | Path | None = None, *, cache: str | Path | None = None,
                  download: bool = False, normalize_features: bool = False,
                  path: str | None = None, seed: int = 0, csbm: object | None = None,
-                 proteins_node_features: str = "sum+mean") -> GraphDataset:
+                 proteins_node_features: str = "sum+mean",
+                 log_features: bool = False,
+                 standardize_features: bool = False) -> GraphDataset:
     """Load dataset ``name`` (see ``distgcl datasets``) as a :class:`GraphDataset`.
 
     Raises:
@@ -247,6 +249,14 @@ def load_dataset(name: str, root: str | Path | None = None, *, cache: str | Path
                 num_nodes=data.num_nodes,
                 **{k: getattr(data, k) for k in ("train_mask", "val_mask", "test_mask")
                    if getattr(data, k, None) is not None})
+    if log_features:
+        if bool((data.x < 0).any()):
+            raise DatasetError(f"dataset {name!r}: data.log_features needs non-negative "
+                               f"features (min {float(data.x.min()):.3g})")
+        data.x = torch.log1p(data.x)
+    if standardize_features:
+        # zero mean, unit variance per column over this graph's nodes (constant columns -> 0)
+        data.x = (data.x - data.x.mean(0)) / data.x.std(0).clamp_min(1e-6)
     if normalize_features:
         # Row-normalize as PyG's NormalizeFeatures (GRACE, E2Neg); zero rows stay zero.
         data.x = data.x / data.x.sum(dim=1, keepdim=True).clamp_min(1e-12)
@@ -258,4 +268,6 @@ def load_from_config(cfg: object, seed: int) -> GraphDataset:
     return load_dataset(cfg.name, cfg.root, cache=cfg.cache, download=cfg.download,  # type: ignore[attr-defined]
                         normalize_features=cfg.normalize_features, path=cfg.path,  # type: ignore[attr-defined]
                         seed=seed, csbm=cfg.csbm,  # type: ignore[attr-defined]
-                        proteins_node_features=cfg.proteins_node_features)  # type: ignore[attr-defined]
+                        proteins_node_features=cfg.proteins_node_features,  # type: ignore[attr-defined]
+                        log_features=cfg.log_features,  # type: ignore[attr-defined]
+                        standardize_features=cfg.standardize_features)  # type: ignore[attr-defined]

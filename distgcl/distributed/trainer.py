@@ -37,6 +37,7 @@ from distgcl.checkpoint import CheckpointManager, atomic_write_text, write_step_
 from distgcl.config import Config
 from distgcl.memory import peak_rss_mb
 from distgcl.runtime import Runtime
+from distgcl.work import GraphServices
 
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 DEFAULT_HEALTH_CHECK_S = "0.25"
@@ -59,6 +60,16 @@ class RayTrainRuntime(Runtime):
         pid_dir = run_dir / "workers"
         pid_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(pid_dir / f"rank-{self.rank}.pid", str(os.getpid()))
+
+    def graph_services(self, config: Config, cache_root: Path) -> GraphServices:
+        """``dist.shards > 0``: E2Neg's spectral step over that many graph-shard actors
+        (partitions cached under ``cache_root/partitions``)."""
+        if not config.dist.shards:
+            return GraphServices()
+        from distgcl.distributed.services import ShardedEigensolver
+
+        return GraphServices(eigensolver=ShardedEigensolver(str(cache_root / "partitions"),
+                                                            config.dist.shards))
 
     # ------------------------------------------------------------------ collectives
     def wrap(self, module: torch.nn.Module) -> torch.nn.Module:

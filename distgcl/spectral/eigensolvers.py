@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -81,6 +81,8 @@ class Eigenpairs:
     """Connected components :math:`c` (= number of exact zero eigenvalues returned)."""
     matvecs: int = 0
     """Single-vector operator products (block products x columns; block backends only)."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """Backend-specific figures (a sharded solve: partition and actor costs), in :meth:`summary`."""
 
     @property
     def residual_max(self) -> float:
@@ -98,7 +100,7 @@ class Eigenpairs:
                 "matvecs": self.matvecs,
                 "residual_max": self.residual_max, "num_components": self.num_components,
                 "eigenvalue_min": float(self.eigenvalues.min()),
-                "eigenvalue_max": float(self.eigenvalues.max())}
+                "eigenvalue_max": float(self.eigenvalues.max()), **self.details}
 
 
 def residual_norms(lap: sp.spmatrix, eigenvalues: np.ndarray, eigenvectors: np.ndarray

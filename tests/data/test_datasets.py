@@ -126,3 +126,20 @@ def test_user_file_without_labels(tmp_path: Path) -> None:
         ds.split_masks(0)
     unnormalized = load_dataset("file", path=str(tmp_path / "g.pt"))
     assert torch.equal(unnormalized.data.x, x)
+
+
+def test_log_and_standardized_features(tmp_path) -> None:
+    x = torch.tensor([[0.0, 3.0], [599.0, 0.5]])
+    path = tmp_path / "g.pt"
+    torch.save(Data(x=x, edge_index=torch.tensor([[0, 1], [1, 0]])), path)
+    got = load_dataset("file", path=str(path), log_features=True).data.x
+    assert torch.allclose(got, torch.tensor([[0.0, 1.3862944], [6.3969297, 0.4054651]]))
+    both = load_dataset("file", path=str(path), log_features=True, normalize_features=True).data.x
+    assert torch.allclose(both, got / got.sum(1, keepdim=True))  # log first, then rows
+    std = load_dataset("file", path=str(path), log_features=True,
+                       standardize_features=True).data.x
+    assert torch.allclose(std, (got - got.mean(0)) / got.std(0))
+    assert torch.allclose(std.mean(0), torch.zeros(2), atol=1e-6)
+    torch.save(Data(x=-x, edge_index=torch.tensor([[0, 1], [1, 0]])), path)
+    with pytest.raises(DatasetError, match="non-negative"):
+        load_dataset("file", path=str(path), log_features=True)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ray = pytest.importorskip("ray")
 
@@ -81,6 +82,12 @@ def test_two_workers_record_layout_and_match_one_process_band(uninterrupted, tmp
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
     # 600 anchors per epoch: each rank takes 300, in 6 steps of 50
     assert all(e["anchors"] == 600 for e in epochs) and result["timing"]["steps_per_epoch"] == 6
+    # the embeddings and the encoder are written once, by rank 0, into the run directory
+    run_dir = Path(result["run_dir"])
+    z = torch.load(run_dir / "embeddings.pt")
+    assert z.shape == (600, 16) and z.dtype == torch.float32
+    assert result["outputs"]["embeddings"] == ["embeddings.pt"]
+    assert sorted(p.name for p in run_dir.glob("embeddings*")) == ["embeddings.pt"]
     single = run_training(load_config(None, NML), tmp_path / "single")
     gap = abs(single["metrics"]["accuracy_mean"] - result["metrics"]["accuracy_mean"])
     assert gap < 5.0, (single["metrics"]["accuracy_mean"], result["metrics"]["accuracy_mean"])

@@ -1,0 +1,1 @@
+"""Benchmarks that ship with the package (``distgcl bench ...``): :mod:`distgcl.benchmarks.scale`."""

@@ -1,0 +1,757 @@
+r"""``distgcl bench scale``: time and memory of GCL on proteins-shaped graphs against their size.
+
+Sweeps ``scale x method x workers`` on graphs of ogbn-proteins' shape written by
+``distgcl generate proteins`` in OGB's raw format, and records, per phase, wall seconds and
+peak RSS:
+
+* ``generate`` / ``load``: the generator, then the first load through ogb's
+  ``PygNodePropPredDataset`` (raw csv.gz -> processed cache -> node features), each in its
+  own process;
+* per method and worker count, one ``distgcl train CONFIG --num-workers W`` run (Ray Train;
+  E2Neg with ``dist.shards``: its spectral step over graph-shard actors), split from its
+  ``result.json`` into ``partition`` and ``spectral`` (E2Neg), ``prepare``, ``train_epoch``,
+  ``embed``, ``probe`` and ``total`` rows, with every worker's and the driver's peak RSS, the
+  shard actors' and the **sum over the run's whole process tree** (driver, Ray's daemons,
+  workers, actors; proportional set sizes, sampled every 0.5 s), plus ROC-AUC;
+* ``shard_memory``: at the largest scale, the resident memory of each graph-shard actor for
+  ``P`` shards, beside an empty actor of the same kind (the process without a graph).
+
+Writes ``scale.json`` (``bench-results.md`` format), ``scale.csv``, ``scale_time.png`` and
+``scale_memory.png`` (log-log against edges, fitted slopes in the legends) and ``scale.md``
+(tables, slopes, and a projection to ogbn-papers100M from the measured per-edge costs) into
+``--out``. Every finished item is appended to ``{work}/scale_partial.jsonl``: a sweep that is
+interrupted continues where it stopped (``--restart`` starts over).
+
+Run anything that starts Ray inside a private network namespace on shared machines:
+``unshare -n sh -c 'ip link set lo up; distgcl bench scale ...'``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+PHASES_E2NEG = ("partition", "spectral", "prepare", "train_epoch", "embed", "probe", "total")
+PHASES_OTHER = ("train_epoch", "embed", "probe", "total")
+PROTEINS_NODES, PROTEINS_EDGES = 132_534, 79_122_504
+PAPERS100M = {"nodes": 111_059_956, "edges": 1_615_685_872, "machines": 16,
+              "distdgl_seconds_per_epoch": 13.0}
+
+
+@dataclass
+class Sweep:
+    """What one ``distgcl bench scale`` run measures (the CLI flags)."""
+
+    scales: list[float] = field(default_factory=lambda: [1 / 16, 1 / 4, 1.0])
+    methods: list[str] = field(default_factory=lambda: ["e2neg", "nml", "grace"])
+    workers: list[int] = field(default_factory=lambda: [1, 2])
+    multi_worker_scales: list[float] | None = None
+    """Scales at which worker counts above 1 run (default: all)."""
+    shards: int = 2
+    """Graph-shard actors of E2Neg's spectral step (0: in the worker)."""
+    memory_shards: list[int] = field(default_factory=lambda: [1, 2, 4])
+    epochs: dict[str, int] = field(default_factory=dict)
+    """Per method: training epochs (default: the config's)."""
+    overrides: list[str] = field(default_factory=list)
+    threads: int = 1
+    seed: int = 0
+    work: Path = Path("bench/results/_work/scale")
+    out: Path = Path("bench/results")
+    configs: Path = REPO_CONFIGS
+    timeout: float = 3600.0
+
+    def items(self) -> list[tuple[str, ...]]:
+        """The sweep in run order; each item's key (a tuple of strings)."""
+        out: list[tuple[str, ...]] = []
+        multi = self.multi_worker_scales
+        for s in self.scales:
+            out += [("generate", _scale_name(s)), ("load", _scale_name(s))]
+            for m in self.methods:
+                for w in self.workers:
+                    if w > 1 and multi is not None and s not in multi:
+                        continue
+                    out.append(("train", _scale_name(s), m, str(w)))
+        for p in self.memory_shards:
+            out.append(("shard_memory", _scale_name(max(self.scales)), str(p)))
+        return out
+
+
+def _scale_name(scale: float) -> str:
+    return str(Fraction(scale).limit_denominator(4096))
+
+
+def _scale_value(name: str) -> float:
+    return float(Fraction(name))
+
+
+# ------------------------------------------------------------------------------ measuring
+
+def run_measured(cmd: Sequence[str], log: Path, timeout: float,
+                 env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``cmd`` with output to ``log``; its wall seconds and the peak of the summed PSS
+    (proportional set size: shared pages split among their sharers, so the sum is the memory
+    the tree really holds; RSS where PSS is unavailable) of its process tree (polled every
+    0.5 s). Raises RuntimeError with the log's tail on failure."""
+    import psutil
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    peak = 0.0
+    with log.open("w") as fh:
+        fh.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
+        fh.flush()
+        proc = subprocess.Popen(list(cmd), stdout=fh, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                tree = [root, *root.children(recursive=True)]
+                total = 0.0
+                for p in tree:
+                    try:  # PSS: shared pages split among the processes that share them
+                        total += getattr(p.memory_full_info(), "pss", 0) or p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                peak = max(peak, total / 2**20)
+            except psutil.Error:
+                pass
+            if time.perf_counter() - start > timeout:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError(f"{cmd[0]}... timed out after {timeout:.0f} s (log: {log})")
+            time.sleep(0.5)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = log.read_text()[-2500:]
+        raise RuntimeError(f"exit {proc.returncode}: {' '.join(cmd[:6])} ... (log: {log})\n{tail}")
+    return {"seconds": round(seconds, 2), "tree_peak_rss_mb": round(peak, 1)}
+
+
+def _python() -> list[str]:
+    return [sys.executable]
+
+
+# ------------------------------------------------------------------------------ the items
+
+def _paths(sweep: Sweep, scale: str) -> tuple[Path, Path]:
+    root = (sweep.work / f"scale-{scale.replace('/', '_')}").resolve()
+    return root, root / "cache"
+
+
+def _generate(sweep: Sweep, scale: str) -> dict[str, Any]:
+    root, _ = _paths(sweep, scale)
+    cmd = [*_python(), "-m", "distgcl.cli", "generate", "proteins", "--scale", scale,
+           "--out", str(root), "--seed", str(sweep.seed)]
+    m = run_measured(cmd, sweep.work / "logs" / f"generate-{scale.replace('/', '_')}.log",
+                     sweep.timeout)
+    info = json.loads((root / "ogbn_proteins" / "distgcl_generated.json").read_text())
+    return {"phase": "generate", "seconds": m["seconds"], "peak_rss_mb": m["tree_peak_rss_mb"],
+            "nodes": info["num_nodes"], "edges": 2 * info["num_edges"]}
+
+
+def _load(sweep: Sweep, scale: str) -> dict[str, Any]:
+    root, cache = _paths(sweep, scale)
+    out = sweep.work / "logs" / f"load-{scale.replace('/', '_')}.json"
+    cmd = [*_python(), "-m", "distgcl.benchmarks.scale", "--child", "load", "--root", str(root),
+           "--cache", str(cache), "--child-out", str(out)]
+    m = run_measured(cmd, out.with_suffix(".log"), sweep.timeout)
+    child = json.loads(out.read_text())
+    return {"phase": "load", "seconds": child["seconds"], "wall_seconds": m["seconds"],
+            "peak_rss_mb": child["peak_rss_mb"], "nodes": child["nodes"],
+            "edges": child["edges"], "first_load": child["first_load"]}
+
+
+def _train(sweep: Sweep, scale: str, method: str, workers: int) -> dict[str, Any]:
+    root, cache = _paths(sweep, scale)
+    name = f"{method}-s{scale.replace('/', '_')}-w{workers}"
+    storage = (sweep.work / "runs").resolve()
+    cmd = [*_python(), "-m", "distgcl.cli", "train", str(sweep.configs / f"proteins_{method}.yaml"),
+           "--num-workers", str(workers), "--run-name", name, "--storage", str(storage)]
+    sets = [f"data.root={root}", f"data.cache={cache}", f"train.threads={sweep.threads}",
+            "train.progress=false", f"train.seed={sweep.seed}", "dist.max_failures=0"]
+    if method in sweep.epochs:
+        sets.append(f"train.epochs={sweep.epochs[method]}")
+    if method.startswith("e2neg") and sweep.shards:
+        sets.append(f"dist.shards={sweep.shards}")
+    for item in [*sets, *sweep.overrides]:
+        cmd += ["--set", item]
+    run_dir = storage / name
+    import shutil
+
+    if run_dir.exists():  # a stale run of an interrupted sweep: never resume it half-measured
+        shutil.rmtree(run_dir)
+    # every run pays its own preprocessing: no spectral/star cache or partition of an earlier run
+    for stale in (cache / "methods", cache / "partitions"):
+        shutil.rmtree(stale, ignore_errors=True)
+    m = run_measured(cmd, sweep.work / "logs" / f"train-{name}.log", sweep.timeout)
+    result = json.loads((run_dir / "result.json").read_text())
+    return {"phase": "train", "wall_seconds": m["seconds"],
+            "tree_peak_rss_mb": m["tree_peak_rss_mb"], "result": _slim(result)}
+
+
+def _slim(result: dict[str, Any]) -> dict[str, Any]:
+    keep = ("method", "dataset", "timing", "memory", "throughput", "epochs_run", "world_size")
+    out = {k: result[k] for k in keep if k in result}
+    metrics = result.get("metrics", {})
+    out["metrics"] = {k: metrics[k] for k in ("rocauc_mean", "rocauc_std") if k in metrics}
+    out["metrics"]["probe_seconds"] = metrics.get("probe", {}).get("seconds")
+    if "method_info" in result:
+        info = result["method_info"]
+        out["method_info"] = {k: info[k] for k in ("spectral", "prepare_seconds", "centres",
+                                                   "leaves", "nodes_in_stars", "nodes_total")
+                              if k in info}
+    return out
+
+
+def _shard_memory(sweep: Sweep, scale: str, shards: int) -> dict[str, Any]:
+    root, cache = _paths(sweep, scale)
+    out = sweep.work / "logs" / f"shard-memory-{scale.replace('/', '_')}-p{shards}.json"
+    cmd = [*_python(), "-m", "distgcl.benchmarks.scale", "--child", "shard_memory",
+           "--root", str(root), "--cache", str(cache), "--shards", str(shards),
+           "--partitions", str((sweep.work / "partitions").resolve()),
+           "--child-out", str(out)]
+    m = run_measured(cmd, out.with_suffix(".log"), sweep.timeout)
+    return {"phase": "shard_memory", "wall_seconds": m["seconds"], **json.loads(out.read_text())}
+
+
+# ------------------------------------------------------------------------------ child phases
+
+def child_load(root: str, cache: str) -> dict[str, Any]:
+    from distgcl.data import load_dataset
+    from distgcl.memory import peak_rss_mb
+
+    first = not any(Path(cache).glob("processed/*/ogbn_proteins/processed/*")) if \
+        Path(cache).exists() else True
+    start = time.perf_counter()
+    ds = load_dataset("ogbn-proteins", root, cache=cache)
+    return {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
+            "nodes": ds.data.num_nodes, "edges": int(ds.data.edge_index.size(1)),
+            "first_load": first}
+
+
+def child_shard_memory(root: str, cache: str, shards: int, partitions: str) -> dict[str, Any]:
+    """Partition (cached), then the RSS/USS of each operator-serving shard actor after loading,
+    beside an empty actor that imports the same modules (the process without a graph)."""
+    import ray
+
+    from distgcl.data import load_dataset
+    from distgcl.distributed.partition import partition_graph
+    from distgcl.distributed.shards import GraphShards
+
+    ds = load_dataset("ogbn-proteins", root, cache=cache)
+    start = time.perf_counter()
+    manifest = partition_graph(ds.data.edge_index, ds.data.num_nodes, shards, partitions)
+    partition_seconds = time.perf_counter() - start
+    edges = int(ds.data.edge_index.size(1))
+    del ds
+    ray.init(num_cpus=max(2, shards), include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False, configure_logging=False)
+    try:
+        empty = _empty_shard_class().remote()
+        empty_mb = ray.get(empty.memory_mb.remote(), timeout=300)
+        ray.kill(empty)
+        with GraphShards(manifest, dtype="float32", num_cpus=0, threads=1,
+                         serve="operator") as sh:
+            actors = sh.memory_mb()
+    finally:
+        ray.shutdown()
+    return {"shards": shards, "edges": edges, "partition_seconds": round(partition_seconds, 2),
+            "empty_actor": empty_mb, "actors": actors, "nnz": manifest.nnz}
+
+
+def _empty_shard_class() -> Any:
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class EmptyShard:
+        """A shard actor's process without a graph: same imports, nothing loaded."""
+
+        def __init__(self) -> None:
+            import distgcl.distributed.shards  # noqa: F401  (what a GraphShard imports)
+
+        def memory_mb(self) -> dict[str, float]:
+            import psutil
+
+            info = psutil.Process().memory_full_info()
+            return {"rss_mb": round(info.rss / 2**20, 1), "uss_mb": round(info.uss / 2**20, 1)}
+
+    return EmptyShard
+
+
+
+
+# ------------------------------------------------------------------------------ summary
+
+def rows_from_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The bench-results rows of the finished items (phases, slopes)."""
+    rows: list[dict[str, Any]] = []
+    edges_of: dict[str, int] = {}
+    for rec in records:
+        key, body = rec["key"], rec["record"]
+        scale = key[1]
+        base = {"dataset": "proteins-synthetic", "scale": round(_scale_value(scale), 6)}
+        if key[0] in ("generate", "load"):
+            edges_of[scale] = body["edges"]
+            rows.append({**base, "method": "data", "variant": f"scale={scale}", **body})
+        elif key[0] == "train":
+            rows += _train_rows(base, key[2], int(key[3]), body, scale)
+        elif key[0] == "shard_memory":
+            rows.append(_memory_row(base, body))
+    for row in rows:
+        if "edges" not in row and str(row.get("_scale")) in edges_of:
+            row["edges"] = edges_of[str(row["_scale"])]
+        row.pop("_scale", None)
+    rows += slope_rows(rows)
+    mem = [r for r in rows if r.get("phase") == "shard_memory" and r.get("graph_part_mb")]
+    if len(mem) >= 2:
+        x = np.log([r["shards"] for r in mem])
+        y = np.log([r["graph_part_mb"] for r in mem])
+        slope = float(np.polyfit(x, y, 1)[0])
+        rows.append({"dataset": "proteins-synthetic", "method": "graph-shards",
+                     "variant": "memory vs shards", "phase": "slope",
+                     "memory_slope_vs_shards": round(slope, 3),
+                     "shards": [r["shards"] for r in mem]})
+    return rows
+
+
+def _train_rows(base: dict[str, Any], method: str, workers: int, body: dict[str, Any],
+                scale: str) -> list[dict[str, Any]]:
+    res = body["result"]
+    timing, memory, metrics = res["timing"], res["memory"], res["metrics"]
+    info = res.get("method_info", {})
+    spectral = info.get("spectral", {})
+    common = {**base, "method": method, "workers": workers, "variant": f"workers={workers}",
+              "rocauc_mean": metrics.get("rocauc_mean"), "_scale": scale}
+    workers_rss = memory.get("workers_peak_rss_mb", [])
+    rss = {"workers_peak_rss_mb": workers_rss,
+           "driver_peak_rss_mb": memory.get("driver_peak_rss_mb"),
+           "shard_peak_rss_mb": spectral.get("shard_peak_rss_mb"),
+           "processes_peak_rss_mb": body["tree_peak_rss_mb"]}
+    probe = metrics.get("probe_seconds") or 0.0
+    phases: dict[str, dict[str, Any]] = {
+        "train_epoch": {"seconds": timing["seconds_per_epoch"],
+                        "epochs": res.get("epochs_run"),
+                        "peak_rss_mb": max(workers_rss) if workers_rss else None,
+                        "anchors_per_second": res.get("throughput", {}).get(
+                            "anchors_per_second")},
+        "embed": {"seconds": round(timing["eval_seconds"] - probe, 2)},
+        "probe": {"seconds": probe},
+        "total": {"seconds": body["wall_seconds"], "peak_rss_mb": body["tree_peak_rss_mb"],
+                  **rss},
+    }
+    if spectral:
+        shards = spectral.get("shards", 0)
+        phases = {"partition": {"seconds": spectral.get("partition_seconds", 0.0),
+                                "shards": shards, "order": spectral.get("order")},
+                  "spectral": {"seconds": round(spectral.get("seconds", 0.0)
+                                                + spectral.get("shard_start_seconds", 0.0), 2),
+                               "solve_seconds": spectral.get("seconds"), "shards": shards,
+                               "matvecs": spectral.get("matvecs"),
+                               "residual_max": spectral.get("residual_max"),
+                               "shard_peak_rss_mb": spectral.get("shard_peak_rss_mb"),
+                               "k": spectral.get("k")},
+                  "prepare": {"seconds": timing["prepare_seconds"],
+                              "centres": info.get("centres"), "leaves": info.get("leaves")},
+                  **phases}
+    return [{**common, "phase": phase, **{k: v for k, v in fields.items() if v is not None}}
+            for phase, fields in phases.items()]
+
+
+def _memory_row(base: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    actors = body["actors"]
+    empty = body["empty_actor"]
+    rss = [a.get("rss_mb", 0.0) for a in actors]
+    uss = [a.get("uss_mb", 0.0) for a in actors]
+    part = float(np.mean(uss)) - empty.get("uss_mb", 0.0)
+    return {**base, "method": "graph-shards", "variant": f"shards={body['shards']}",
+            "phase": "shard_memory", "shards": body["shards"], "edges": body["edges"],
+            "actor_rss_mb": rss, "actor_uss_mb": uss, "empty_actor_rss_mb": empty.get("rss_mb"),
+            "empty_actor_uss_mb": empty.get("uss_mb"), "graph_part_mb": round(part, 1),
+            "partition_seconds": body["partition_seconds"], "nnz": body["nnz"]}
+
+
+def slope_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fitted log-log slopes of seconds and peak RSS against edges, per (method, workers, phase)
+    over the scales measured (at least two)."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("phase") in (None, "slope", "shard_memory") or "edges" not in r:
+            continue
+        groups.setdefault((r["method"], r.get("workers"), r["phase"]), []).append(r)
+    out = []
+    for (method, workers, phase), group in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        pts = [r for r in group if (r.get("seconds") or 0) > 0]
+        if len({r["edges"] for r in pts}) < 2:
+            continue
+        x = np.log([r["edges"] for r in pts])
+        row = {"dataset": "proteins-synthetic", "method": method, "workers": workers,
+               "variant": f"{phase} vs edges", "phase": "slope", "of_phase": phase,
+               "scales": [r["scale"] for r in pts],
+               "time_slope": round(float(np.polyfit(x, np.log([r["seconds"] for r in pts]),
+                                                    1)[0]), 3)}
+        mem = [r for r in pts if r.get("peak_rss_mb")]
+        if len({r["edges"] for r in mem}) >= 2:
+            row["memory_slope"] = round(float(np.polyfit(
+                np.log([r["edges"] for r in mem]), np.log([r["peak_rss_mb"] for r in mem]),
+                1)[0]), 3)
+        out.append(row)
+    return out
+
+
+def projection_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ogbn-papers100M on 16 machines from the measured per-edge and per-anchor costs (on
+    paper: assumptions in each row's ``assumptions``)."""
+    out = []
+    p = PAPERS100M
+    mem = [r for r in rows if r.get("phase") == "shard_memory" and r.get("graph_part_mb")]
+    per_shard_edges = p["edges"] / p["machines"]
+    if mem:
+        r = max(mem, key=lambda r: r["shards"])
+        bytes_per_edge = r["graph_part_mb"] * 2**20 / (r["edges"] / r["shards"])
+        out.append({"dataset": "ogbn-papers100M", "method": "graph-shards", "phase": "projection",
+                    "variant": f"{p['machines']} shards", "shards": p["machines"],
+                    "shard_graph_mb": round(bytes_per_edge * per_shard_edges / 2**20),
+                    "bytes_per_edge": round(bytes_per_edge, 2),
+                    "assumptions": "shard memory grows with its directed edges at the "
+                                   f"bytes/edge measured with {r['shards']} proteins shards "
+                                   "(float32 operator); halo rows not counted"})
+    for method in ("nml", "grace", "e2neg"):
+        epochs = [r for r in rows if r.get("method") == method and r.get("phase") == "train_epoch"
+                  and r.get("anchors_per_second")]
+        if not epochs:
+            continue
+        best = max(epochs, key=lambda r: (r["scale"], r.get("workers", 1)))
+        per_worker = best["anchors_per_second"] / best.get("workers", 1)
+        seconds = p["nodes"] / (per_worker * p["machines"])
+        out.append({"dataset": "ogbn-papers100M", "method": method, "phase": "projection",
+                    "variant": f"{p['machines']} machines x 1 worker",
+                    "workers": p["machines"], "seconds_per_epoch": round(seconds, 1),
+                    "distdgl_seconds_per_epoch": p["distdgl_seconds_per_epoch"],
+                    "ratio_vs_distdgl": round(seconds / p["distdgl_seconds_per_epoch"], 1),
+                    "anchors_per_second_per_worker": round(per_worker, 1),
+                    "assumptions": f"every node an anchor once per epoch at the anchors/s per "
+                                   f"worker measured at scale {best['scale']} with "
+                                   f"{best.get('workers', 1)} worker(s) on 1 CPU thread; "
+                                   "fan-out cost independent of N (fixed fan-out); no network "
+                                   "cost beyond what Ray/gloo cost here; DistDGL's 13 s is "
+                                   "supervised GraphSAGE over the 1.2 M labelled nodes"})
+    return out
+
+
+# ------------------------------------------------------------------------------ outputs
+
+def _machine() -> dict[str, Any]:
+    import psutil
+    import torch
+
+    return {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def write_outputs(sweep: Sweep, records: list[dict[str, Any]], command: str,
+                  missing: Sequence[str] = ()) -> dict[str, Path]:
+    rows = rows_from_records(records)
+    rows += projection_rows(rows)
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    notes = ("proteins-shaped graphs from `distgcl generate proteins` (OGB raw format, loaded by "
+             "ogb's PygNodePropPredDataset); each train row is one `distgcl train` through Ray "
+             f"Train on {sweep.threads} torch thread(s) per worker, E2Neg's spectral step over "
+             f"{sweep.shards} graph-shard actor(s); `processes_peak_rss_mb` is the peak of the "
+             "summed PSS of the run's process tree (driver, Ray daemons, workers, actors; shared "
+             "pages split among their sharers), sampled every 0.5 s. Slopes: least squares in log-log "
+             "against directed edges over the scales measured. ROC-AUC: linear probe (BCE over "
+             "112 tasks, ogb's Evaluator) on the species split; epochs: "
+             f"{sweep.epochs or 'the configs'}; overrides: {sweep.overrides or 'none'}."
+             + (f" Not measured (items of this sweep without a result): {', '.join(missing)}."
+                if missing else ""))
+    doc = {"command": command, "created": dt.datetime.now(dt.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"), "machine": _machine(), "notes": notes, "rows": rows}
+    paths = {"json": sweep.out / "scale.json", "csv": sweep.out / "scale.csv",
+             "time_plot": sweep.out / "scale_time.png",
+             "memory_plot": sweep.out / "scale_memory.png", "report": sweep.out / "scale.md"}
+    _atomic(paths["json"], json.dumps(doc, indent=1) + "\n")
+    columns = sorted({k for r in rows for k in r if not isinstance(r[k], (list, dict))})
+    first = ["dataset", "method", "variant", "scale", "edges", "workers", "phase", "seconds",
+             "peak_rss_mb", "rocauc_mean"]
+    columns = [c for c in first if c in columns] + [c for c in columns if c not in first]
+    tmp = paths["csv"].with_suffix(f".csv.{os.getpid()}")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, paths["csv"])
+    _plots(rows, paths["time_plot"], paths["memory_plot"])
+    _atomic(paths["report"], markdown_report(rows, command, notes, paths))
+    return paths
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _plots(rows: list[dict[str, Any]], time_path: Path, memory_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    slopes = {(r["method"], r.get("workers"), r["of_phase"]): r for r in rows
+              if r.get("phase") == "slope" and "of_phase" in r}
+    for path, what in ((time_path, "seconds"), (memory_path, "peak_rss_mb")):
+        fig, axes = plt.subplots(1, 2 if what == "peak_rss_mb" else 1,
+                                 figsize=(12 if what == "peak_rss_mb" else 7, 5), squeeze=False)
+        ax = axes[0][0]
+        series: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for r in rows:
+            if r.get("phase") in (None, "slope", "projection", "shard_memory") or \
+                    not r.get(what) or "edges" not in r:
+                continue
+            if what == "peak_rss_mb" and r["phase"] not in ("total", "generate", "load",
+                                                           "train_epoch"):
+                continue
+            series.setdefault((r["method"], r.get("workers"), r["phase"]), []).append(r)
+        for (method, workers, phase), pts in sorted(series.items(), key=lambda kv: str(kv[0])):
+            pts = sorted(pts, key=lambda r: r["edges"])
+            slope = slopes.get((method, workers, phase), {})
+            fit = slope.get("time_slope" if what == "seconds" else "memory_slope")
+            label = f"{method}{'' if workers is None else f' w={workers}'} {phase}" + \
+                (f" (slope {fit:.2f})" if fit is not None else "")
+            ax.plot([r["edges"] for r in pts], [r[what] for r in pts], marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("directed edges")
+        ax.set_ylabel("seconds" if what == "seconds" else "peak RSS (MB)")
+        ax.set_title("time per phase" if what == "seconds" else
+                     "peak memory (total: summed over the run's processes)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        if what == "peak_rss_mb":
+            ax2 = axes[0][1]
+            mem = sorted((r for r in rows if r.get("phase") == "shard_memory"),
+                         key=lambda r: r["shards"])
+            if mem:
+                ax2.plot([r["shards"] for r in mem], [r["graph_part_mb"] for r in mem],
+                         marker="o", label="graph part per actor (USS - empty actor)")
+                ax2.plot([r["shards"] for r in mem],
+                         [mem[0]["graph_part_mb"] / r["shards"] for r in mem], ls="--",
+                         label="1/P of one shard")
+                ax2.set_xscale("log", base=2)
+                ax2.set_yscale("log")
+                ax2.set_xlabel("shards P")
+                ax2.set_ylabel("MB per actor")
+                ax2.set_title("graph-shard actor memory at the largest scale")
+                ax2.grid(True, which="both", alpha=0.3)
+                ax2.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
+        if isinstance(v, int) and abs(v) >= 10000:
+            return f"{v:,}"
+        if isinstance(v, list):
+            return ", ".join(fmt(x) for x in v)
+        return "" if v is None else str(v)
+
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    return head + "".join("| " + " | ".join(fmt(r.get(c)) for c in columns) + " |\n"
+                          for r in rows)
+
+
+def markdown_report(rows: list[dict[str, Any]], command: str, notes: str,
+                    paths: dict[str, Path]) -> str:
+    phases = [r for r in rows if r.get("phase") not in ("slope", "projection", "shard_memory")]
+    parts = [f"# Scaling GCL to ogbn-proteins' size\n\n`{command}`\n\n{notes}\n",
+             f"![time]({paths['time_plot'].name})\n\n![memory]({paths['memory_plot'].name})\n",
+             "## Phases\n\n" + _table(phases, ["method", "workers", "scale", "edges", "phase",
+                                               "seconds", "peak_rss_mb", "rocauc_mean"]),
+             "## Fitted slopes against edges\n\n" + _table(
+                 [r for r in rows if r.get("phase") == "slope"],
+                 ["method", "workers", "variant", "scales", "time_slope", "memory_slope",
+                  "memory_slope_vs_shards"]),
+             "## Graph-shard memory\n\n" + _table(
+                 [r for r in rows if r.get("phase") == "shard_memory"],
+                 ["shards", "actor_uss_mb", "empty_actor_uss_mb", "graph_part_mb", "nnz"]),
+             "## Projection: ogbn-papers100M on 16 machines (on paper)\n\n" + _table(
+                 [r for r in rows if r.get("phase") == "projection"],
+                 ["method", "variant", "seconds_per_epoch", "distdgl_seconds_per_epoch",
+                  "ratio_vs_distdgl", "shard_graph_mb", "assumptions"])]
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------ driver
+
+def run_sweep(sweep: Sweep, restart: bool = False, command: str = "",
+              report_only: bool = False) -> dict[str, Path]:
+    """Run (or continue) the sweep and write its outputs; returns their paths.
+    ``report_only``: run nothing, write the outputs of the items finished so far (the missing
+    ones are listed in the notes)."""
+    from tqdm import tqdm
+
+    sweep.work.mkdir(parents=True, exist_ok=True)
+    partial = sweep.work / "scale_partial.jsonl"
+    if restart and partial.exists():
+        partial.unlink()
+    done: dict[tuple[str, ...], dict[str, Any]] = {}
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[tuple(rec["key"])] = rec
+    items = sweep.items()
+    todo = [] if report_only else [k for k in items if k not in done]
+    if done:
+        print(f"distgcl bench scale: {len(items) - len(todo)} of {len(items)} items done "
+              f"before ({partial}); continuing", flush=True)
+    failures = []
+    with tqdm(total=len(items), initial=len(items) - len(todo), desc="bench scale",
+              unit="item", dynamic_ncols=True) as bar:
+        for key in todo:
+            bar.set_postfix_str(" ".join(key))
+            try:
+                record = _run_item(sweep, key)
+            except RuntimeError as exc:
+                failures.append((key, str(exc).splitlines()[0]))
+                print(f"\ndistgcl bench scale: {' '.join(key)} failed: {exc}", flush=True)
+                bar.update(1)
+                continue
+            rec = {"key": list(key), "record": record,
+                   "finished": dt.datetime.now(dt.timezone.utc).isoformat()}
+            with partial.open("a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+            done[key] = rec
+            bar.update(1)
+    records = [done[k] for k in items if k in done]
+    missing = [" ".join(k) for k in items if k not in done]
+    paths = write_outputs(sweep, records, command, missing)
+    if failures:
+        print(f"distgcl bench scale: {len(failures)} item(s) failed (rerun to retry them): " +
+              "; ".join(f"{' '.join(k)}: {why}" for k, why in failures), flush=True)
+    return paths
+
+
+def _run_item(sweep: Sweep, key: tuple[str, ...]) -> dict[str, Any]:
+    kind = key[0]
+    if kind == "generate":
+        return _generate(sweep, key[1])
+    if kind == "load":
+        return _load(sweep, key[1])
+    if kind == "train":
+        return _train(sweep, key[1], key[2], int(key[3]))
+    if kind == "shard_memory":
+        return _shard_memory(sweep, key[1], int(key[2]))
+    raise ValueError(f"unknown sweep item {key}")
+
+
+def _scales(text: str) -> list[float]:
+    try:
+        values = [float(Fraction(s)) for s in text.split(",") if s.strip()]
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"scales must look like 1/16,1/4,1 (got {text!r})")
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"scales must be > 0 (got {text!r})")
+    return values
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,2 (got {text!r})")
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected non-negative integers (got {text!r})")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scales", type=_scales, default=[1 / 16, 1 / 4, 1.0],
+                        help="fractions of ogbn-proteins (default 1/16,1/4,1)")
+    parser.add_argument("--methods", default="e2neg,nml,grace",
+                        help="methods with a configs/proteins_<method>.yaml (default all three)")
+    parser.add_argument("--workers", type=_ints, default=[1, 2],
+                        help="Ray Train worker counts (default 1,2)")
+    parser.add_argument("--multi-worker-scales", type=_scales, default=None,
+                        help="run worker counts > 1 only at these scales (default: every scale)")
+    parser.add_argument("--shards", type=int, default=2,
+                        help="graph-shard actors of E2Neg's spectral step (0: in the worker)")
+    parser.add_argument("--memory-shards", type=_ints, default=[1, 2, 4],
+                        help="shard counts of the memory-per-actor rows at the largest scale")
+    parser.add_argument("--epochs", action="append", default=[], metavar="METHOD=N",
+                        help="training epochs of one method (repeatable)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="config override for every train run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", default="bench/results/_work/scale",
+                        help="generated graphs, caches, runs, logs and the resume file")
+    parser.add_argument("--out", default="bench/results", help="where the outputs go")
+    parser.add_argument("--configs", default=str(REPO_CONFIGS),
+                        help="folder with proteins_<method>.yaml")
+    parser.add_argument("--timeout", type=float, default=3600.0,
+                        help="seconds one item may take")
+    parser.add_argument("--restart", action="store_true",
+                        help="forget the finished items of an earlier sweep")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: write the outputs from the items finished so far")
+
+
+def sweep_from_args(args: argparse.Namespace) -> Sweep:
+    epochs = {}
+    for item in args.epochs:
+        method, _, value = item.partition("=")
+        if not value.isdigit():
+            raise ValueError(f"--epochs takes METHOD=N (got {item!r})")
+        epochs[method] = int(value)
+    methods = [m for m in args.methods.split(",") if m]
+    configs = Path(args.configs)
+    missing = [m for m in methods if not (configs / f"proteins_{m}.yaml").is_file()]
+    if missing:
+        raise ValueError("no config for method(s) " + ", ".join(
+            f"{m} ({configs / f'proteins_{m}.yaml'})" for m in missing))
+    return Sweep(scales=args.scales, methods=methods, workers=args.workers,
+                 multi_worker_scales=args.multi_worker_scales, shards=args.shards,
+                 memory_shards=args.memory_shards, epochs=epochs, overrides=args.overrides,
+                 threads=args.threads, seed=args.seed, work=Path(args.work),
+                 out=Path(args.out), configs=configs, timeout=args.timeout)
+
+
+def _child_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", required=True, choices=["load", "shard_memory"])
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--cache", required=True)
+    parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--partitions", default=None)
+    parser.add_argument("--child-out", required=True)
+    args = parser.parse_args(argv)
+    if args.child == "load":
+        out = child_load(args.root, args.cache)
+    else:
+        out = child_shard_memory(args.root, args.cache, args.shards, args.partitions)
+    _atomic(Path(args.child_out), json.dumps(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1:]))
