@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, RESULTS, WORK, heavy_lock, run_distgcl, write_results  # noqa: E402
+from common import (REPO, RESULTS, WORK, command_line, heavy_lock, run_distgcl,  # noqa: E402
+                    write_results)
 
 LIGHT_EVAL = ["eval.probe_seeds=1", "eval.probe_epochs=10", "eval.clustering=false",
               "eval.save_embeddings=true", "train.threads=1"]
@@ -70,9 +71,11 @@ def _train(name: str, spec: dict[str, Any], runs: Path | None) -> tuple[dict[str
                        [*spec.get("overrides", []), *LIGHT_EVAL], out), out
 
 
-def _probe(config_path: Path, seed: int, protocol: str, z: Any) -> dict[str, Any]:
+def _probe(config_path: Path, seed: int, protocol: str, z: Any,
+           pygcl_epochs: int | None = None) -> dict[str, Any]:
     """Probe ``z`` under ``protocol`` (``name+lbfgs``: that protocol's split, the L-BFGS probe
-    and L2 embeddings of the default protocol) in this process; accuracy and probe seconds."""
+    and L2 embeddings of the default protocol) in this process; accuracy and probe seconds.
+    ``pygcl_epochs`` cuts the Adam epochs of the ``pygcl-10-80-10`` preset (10000)."""
     import distgcl.methods  # noqa: F401  (registers the method sections)
     from distgcl.config import load_config
     from distgcl.data import load_from_config
@@ -83,14 +86,22 @@ def _probe(config_path: Path, seed: int, protocol: str, z: Any) -> dict[str, Any
     if probe:  # the preset's split, another probe (its default-protocol settings), L2
         overrides += [f"eval.probe={probe}", "eval.normalize=l2", "eval.probe_epochs=1000",
                       "eval.probe_lr=0.01", "eval.probe_eval_every=10"]
+    elif preset == "pygcl-10-80-10" and pygcl_epochs is not None:
+        overrides += [f"eval.probe_epochs={pygcl_epochs}"]
     cfg = load_config(config_path, overrides)
     dataset = load_from_config(cfg.data, seed=cfg.train.seed)
     start = time.perf_counter()
     with heavy_lock():  # the long probes are heavy work too
         res, settings = probe_embeddings(z, dataset, cfg.eval, seed)
     seconds = time.perf_counter() - start
-    return {"accuracy_mean": round(res.mean, 2), "accuracy_std": round(res.std, 2),
-            "probe_seconds": round(seconds, 1), "settings": settings}
+    out = {"accuracy_mean": round(res.mean, 2), "accuracy_std": round(res.std, 2),
+           "probe_seconds": round(seconds, 1), "settings": settings}
+    if any(res.best_epochs):  # Adam: where the validation-selected checks fell
+        out["best_epoch_median"] = int(sorted(res.best_epochs)[len(res.best_epochs) // 2])
+        out["best_epoch_max"] = int(max(res.best_epochs))
+    if res.best_c:
+        out["best_c"] = sorted(set(float(c) for c in res.best_c))
+    return out
 
 
 def main() -> None:
@@ -103,6 +114,12 @@ def main() -> None:
     parser.add_argument("--note", default="", help="text appended to the notes")
     parser.add_argument("--append", action="store_true",
                         help="keep the other rows of the existing protocols.json")
+    parser.add_argument("--probes", default=None,
+                        help="run only these of each row's protocols (comma list, e.g. "
+                        "pygcl-10-80-10+lbfgs); default: all of them")
+    parser.add_argument("--pygcl-probe-epochs", type=int, default=None,
+                        help="cut the pygcl-10-80-10 Adam probe to this many epochs (preset: "
+                        "10000); recorded per row (probe_epochs) and in the notes")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the probes share the machine like the training runs
     rows = []
@@ -113,9 +130,11 @@ def main() -> None:
         timing = result["timing"]
         train_seconds = timing["prepare_seconds"] + timing["train_seconds"]
         config_path = REPO / "configs" / spec["config"]
-        for protocol in [spec["protocol"], *spec.get("extra_probes", []), "default",
-                         "default+adam"]:
-            probe = _probe(config_path, result["seed"], protocol, z)
+        protocols = [spec["protocol"], *spec.get("extra_probes", []), "default", "default+adam"]
+        if args.probes:
+            protocols = [p for p in protocols if p in args.probes.split(",")]
+        for protocol in protocols:
+            probe = _probe(config_path, result["seed"], protocol, z, args.pygcl_probe_epochs)
             s = probe["settings"]
             row: dict[str, Any] = {
                 "dataset": result["dataset"], "method": result["method"],
@@ -132,6 +151,11 @@ def main() -> None:
             }
             if s["probe"] == "adam":
                 row["probe_epochs"] = s["epochs"]
+                row["probe_eval_every"] = s["eval_every"]
+            for key in ("best_epoch_median", "best_epoch_max", "best_c"):
+                if key in probe:
+                    row[key] = probe[key]
+            row["command"] = command_line()  # rows of several --append runs share the file
             if protocol.startswith(spec["protocol"]):  # the anchor's split rule
                 anchor_seconds = spec["anchor_train_seconds"] + (spec["anchor_probe_seconds"] or 0)
                 row.update(anchor=spec["anchor"], anchor_protocol=spec["protocol"],
@@ -179,8 +203,8 @@ def main() -> None:
         keys = {(r["dataset"], r["method"], r["variant"]) for r in rows}
         rows = [r for r in old["rows"] if (r["dataset"], r["method"], r["variant"]) not in keys] \
             + rows
-        if old["command"] not in args.note:
-            args.note += f" Rows not in this command's --rows come from: `{old['command']}`."
+        args.note += (" Rows come from several --append runs: each row's 'command' is the one "
+                      "that produced it ('command' above: the last run).")
     write_results("protocols", rows, f"{notes} {args.note}".strip())
 
 

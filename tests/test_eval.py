@@ -198,3 +198,24 @@ def test_liblinear_cv_probe_is_graces_label_classification() -> None:
     proba = np.stack([m.predict_proba(x[te])[:, 1] for m in models], 1)
     assert res.best_c == [best]
     assert res.scores[0] == pytest.approx(100 * np.mean(proba.argmax(1) == labels[te]))
+
+
+def test_one_pass_accuracies_equal_per_seed_rows() -> None:
+    """The probe's checks score every seed's rows from one GEMM over all nodes; the reference
+    gathers each seed's rows and scores them alone."""
+    from distgcl.eval import _accuracies
+
+    g = torch.Generator().manual_seed(5)
+    n, d, c, s = 97, 6, 4, 3
+    z, y = torch.randn(n, d, generator=g), torch.randint(0, c, (n,), generator=g)
+    weight, bias = torch.randn(s, d, c, generator=g), torch.randn(s, 1, c, generator=g)
+    masks = [torch.rand(s, n, generator=g) < p for p in (0.8, 0.1)]
+    masks[1][2] = False  # a seed without rows scores 0
+    got = _accuracies(z, y, weight, bias, masks, chunk_rows=10)
+    for mask, acc in zip(masks, got):
+        for k in range(s):
+            rows = mask[k].nonzero().view(-1)
+            ref = ((z[rows] @ weight[k] + bias[k]).argmax(-1) == y[rows]).float().mean() \
+                if rows.numel() else torch.tensor(0.0)
+            assert acc[k].item() == pytest.approx(ref.item(), abs=1e-7)
+    assert len(set(got[0].tolist())) > 1  # the seeds' weights really differ
