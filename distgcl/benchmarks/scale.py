@@ -12,7 +12,7 @@ peak RSS:
   ``result.json`` into ``partition`` and ``spectral`` (E2Neg), ``prepare``, ``train_epoch``,
   ``embed``, ``probe`` and ``total`` rows, with every worker's and the driver's peak RSS, the
   shard actors' and the **sum over the run's whole process tree** (driver, Ray's daemons,
-  workers, actors; proportional set sizes, sampled every 0.5 s), plus ROC-AUC;
+  workers, actors; proportional set sizes, sampled every 2 s), plus ROC-AUC;
 * ``shard_memory``: at the largest scale, the resident memory of each graph-shard actor for
   ``P`` shards, beside an empty actor of the same kind (the process without a graph).
 
@@ -105,7 +105,7 @@ def run_measured(cmd: Sequence[str], log: Path, timeout: float,
     """Run ``cmd`` with output to ``log``; its wall seconds and the peak of the summed PSS
     (proportional set size: shared pages split among their sharers, so the sum is the memory
     the tree really holds; RSS where PSS is unavailable) of its process tree (polled every
-    0.5 s). Raises RuntimeError with the log's tail on failure."""
+    2 s). Raises RuntimeError with the log's tail on failure."""
     import psutil
 
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -122,10 +122,7 @@ def run_measured(cmd: Sequence[str], log: Path, timeout: float,
                 tree = [root, *root.children(recursive=True)]
                 total = 0.0
                 for p in tree:
-                    try:  # PSS: shared pages split among the processes that share them
-                        total += getattr(p.memory_full_info(), "pss", 0) or p.memory_info().rss
-                    except psutil.Error:
-                        pass
+                    total += _pss_bytes(p)
                 peak = max(peak, total / 2**20)
             except psutil.Error:
                 pass
@@ -133,12 +130,31 @@ def run_measured(cmd: Sequence[str], log: Path, timeout: float,
                 proc.kill()
                 proc.wait()
                 raise RuntimeError(f"{cmd[0]}... timed out after {timeout:.0f} s (log: {log})")
-            time.sleep(0.5)
+            time.sleep(POLL_SECONDS)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         tail = log.read_text()[-2500:]
         raise RuntimeError(f"exit {proc.returncode}: {' '.join(cmd[:6])} ... (log: {log})\n{tail}")
     return {"seconds": round(seconds, 2), "tree_peak_rss_mb": round(peak, 1)}
+
+
+POLL_SECONDS = 2.0
+
+
+def _pss_bytes(proc: Any) -> int:
+    """The process's proportional set size from ``/proc/PID/smaps_rollup`` (one short read;
+    psutil's full ``smaps`` walk costs a core for Ray's large mappings), else its RSS."""
+    try:
+        with open(f"/proc/{proc.pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(proc.memory_info().rss)
+    except Exception:  # the process ended between listing and reading
+        return 0
 
 
 def _python() -> list[str]:
@@ -473,7 +489,7 @@ def write_outputs(sweep: Sweep, records: list[dict[str, Any]], command: str,
              f"Train on {sweep.threads} torch thread(s) per worker, E2Neg's spectral step over "
              f"{sweep.shards} graph-shard actor(s); `processes_peak_rss_mb` is the peak of the "
              "summed PSS of the run's process tree (driver, Ray daemons, workers, actors; shared "
-             "pages split among their sharers), sampled every 0.5 s. Slopes: least squares in log-log "
+             "pages split among their sharers), sampled every 2 s. Slopes: least squares in log-log "
              "against directed edges over the scales measured. ROC-AUC: linear probe (BCE over "
              "112 tasks, ogb's Evaluator) on the species split; epochs: "
              f"{sweep.epochs or 'the configs'}; overrides: {sweep.overrides or 'none'}."
