@@ -390,12 +390,15 @@ def _train_rows(base: dict[str, Any], method: str, workers: int, body: dict[str,
 def _memory_row(base: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     actors = body["actors"]
     empty = body["empty_actor"]
-    rss = [a.get("rss_mb", 0.0) for a in actors]
-    uss = [a.get("uss_mb", 0.0) for a in actors]
+    # GraphShardServer.memory_mb() reports rss / uss / peak_rss (MB)
+    rss = [round(a.get("rss", 0.0), 1) for a in actors]
+    uss = [round(a.get("uss", 0.0), 1) for a in actors]
     part = float(np.mean(uss)) - empty.get("uss_mb", 0.0)
     return {**base, "method": "graph-shards", "variant": f"shards={body['shards']}",
             "phase": "shard_memory", "shards": body["shards"], "edges": body["edges"],
-            "actor_rss_mb": rss, "actor_uss_mb": uss, "empty_actor_rss_mb": empty.get("rss_mb"),
+            "actor_rss_mb": rss, "actor_uss_mb": uss,
+            "actor_peak_rss_mb": [round(a.get("peak_rss", 0.0), 1) for a in actors],
+            "empty_actor_rss_mb": empty.get("rss_mb"),
             "empty_actor_uss_mb": empty.get("uss_mb"), "graph_part_mb": round(part, 1),
             "partition_seconds": body["partition_seconds"], "nnz": body["nnz"]}
 

@@ -30,6 +30,12 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+# as in an activated venv: this interpreter's bin/ (ray, python) first on PATH, for the
+# launcher, the head and the job's entrypoint (`python -m distgcl.cli`, run by the head)
+VENV_ENV = {**os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 @pytest.fixture(scope="module")
 def head():
     ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
@@ -40,7 +46,8 @@ def head():
          f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
          "--node-ip-address=127.0.0.1", "--num-cpus=2", f"--temp-dir={temp}",
          "--include-dashboard=true"],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=VENV_ENV)
     try:
         end = time.monotonic() + 120
         while not _listening(dashboard):
@@ -61,7 +68,7 @@ def test_dry_run_prints_the_exact_command(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(REPO / "launch/submit.py"), "configs/quickstart.yaml",
                           "--address", "http://127.0.0.1:1", "--num-workers", "2", "--run-name",
                           "x", "--storage", str(tmp_path), "--dry-run"],
-                         capture_output=True, text=True, cwd=REPO, timeout=60)
+                         capture_output=True, text=True, cwd=REPO, timeout=60, env=VENV_ENV)
     assert out.returncode == 0
     line = out.stdout.strip()
     assert line.startswith("+ ray job submit --address http://127.0.0.1:1 --submission-id")
@@ -81,7 +88,7 @@ def test_job_submit_end_to_end(head: str, tmp_path: Path) -> None:
     for item in overrides:
         cmd += ["--set", item]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300,
-                         env={**os.environ, "RAY_AUTH_MODE": "token"})
+                         env={**VENV_ENV, "RAY_AUTH_MODE": "token"})
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert "succeeded" in out.stdout + out.stderr
     result = json.loads((tmp_path / "submitted" / "result.json").read_text())
