@@ -260,13 +260,11 @@ def child_load(root: str, cache: str) -> dict[str, Any]:
 
 
 def child_shard_memory(root: str, cache: str, shards: int, partitions: str) -> dict[str, Any]:
-    """Partition (cached), then the RSS/USS of each operator-serving shard actor after loading,
-    beside an empty actor that imports the same modules (the process without a graph)."""
-    import ray
-
+    """Partition (cached), then each operator-serving shard actor's memory beside an empty
+    actor's (:func:`distgcl.distributed.shards.shard_memory`)."""
     from distgcl.data import load_dataset
     from distgcl.distributed.partition import partition_graph
-    from distgcl.distributed.shards import GraphShards
+    from distgcl.distributed.shards import shard_memory
 
     ds = load_dataset("ogbn-proteins", root, cache=cache)
     start = time.perf_counter()
@@ -274,40 +272,8 @@ def child_shard_memory(root: str, cache: str, shards: int, partitions: str) -> d
     partition_seconds = time.perf_counter() - start
     edges = int(ds.data.edge_index.size(1))
     del ds
-    ray.init(num_cpus=max(2, shards), include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False, configure_logging=False)
-    try:
-        empty = _empty_shard_class().remote()
-        empty_mb = ray.get(empty.memory_mb.remote(), timeout=300)
-        ray.kill(empty)
-        with GraphShards(manifest, dtype="float32", num_cpus=0, threads=1,
-                         serve="operator") as sh:
-            actors = sh.memory_mb()
-    finally:
-        ray.shutdown()
     return {"shards": shards, "edges": edges, "partition_seconds": round(partition_seconds, 2),
-            "empty_actor": empty_mb, "actors": actors, "nnz": manifest.nnz}
-
-
-def _empty_shard_class() -> Any:
-    import ray
-
-    @ray.remote(num_cpus=0)
-    class EmptyShard:
-        """A shard actor's process without a graph: same imports, nothing loaded."""
-
-        def __init__(self) -> None:
-            import distgcl.distributed.shards  # noqa: F401  (what a GraphShard imports)
-
-        def memory_mb(self) -> dict[str, float]:
-            import psutil
-
-            info = psutil.Process().memory_full_info()
-            return {"rss_mb": round(info.rss / 2**20, 1), "uss_mb": round(info.uss / 2**20, 1)}
-
-    return EmptyShard
-
-
+            **shard_memory(manifest), "nnz": manifest.nnz}
 
 
 # ------------------------------------------------------------------------------ summary

@@ -433,3 +433,38 @@ class GraphShards:
             except Exception:  # already gone
                 pass
         self.actors = []
+
+@ray.remote(num_cpus=0)
+class EmptyShard:
+    """A shard actor's process without a graph: the same imports, nothing loaded (the baseline
+    that :func:`shard_memory` subtracts)."""
+
+    def __init__(self) -> None:
+        # Ray ships the class by value: import what a GraphShard's process holds explicitly
+        import distgcl.distributed.shards  # noqa: F401
+
+    def memory_mb(self) -> dict[str, float]:
+        import psutil
+
+        info = psutil.Process().memory_full_info()
+        return {"rss_mb": round(info.rss / 2**20, 1), "uss_mb": round(info.uss / 2**20, 1)}
+
+
+def shard_memory(manifest: Manifest, dtype: str = "float32") -> dict[str, Any]:
+    """Memory of every operator-serving shard actor of ``manifest`` once loaded
+    (:meth:`GraphShardServer.memory_mb`), beside an :class:`EmptyShard`'s. Starts a local Ray on
+    127.0.0.1 (and shuts it down) unless one is running."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=max(2, manifest.num_shards), include_dashboard=False,
+                 _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
+    try:
+        empty = EmptyShard.remote()
+        empty_mb = ray.get(empty.memory_mb.remote(), timeout=300)
+        ray.kill(empty)
+        with GraphShards(manifest, dtype=dtype, num_cpus=0, threads=1, serve="operator") as sh:
+            actors = sh.memory_mb()
+    finally:
+        if started:
+            ray.shutdown()
+    return {"empty_actor": empty_mb, "actors": actors}
