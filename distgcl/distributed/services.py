@@ -8,7 +8,6 @@ products, the block solver's driver holds :math:`b \times b` matrices, and only 
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +57,7 @@ class ShardedEigensolver:
         from distgcl.distributed.partition import partition_graph
         from distgcl.distributed.shards import GraphShards
         from distgcl.spectral import connected_components
+        from distgcl.spectral.eigensolvers import block_width
 
         method = BLOCK_METHODS.get(solver)
         if method is None:
@@ -67,11 +67,8 @@ class ShardedEigensolver:
         n = adj.shape[0]
         c, _ = connected_components(adj)
         m = k - c
-        if m > 0:  # the single-process block width rule (smallest_eigenpairs)
-            default_pad = max(8, m // 4) if method == "chebyshev" else max(5, math.ceil(0.2 * m))
-            block = m + (pad if pad is not None else default_pad)
-        else:
-            block = None
+        # the single-process block width rule (smallest_eigenpairs)
+        block = block_width(solver, m, pad) if m > 0 else None
         start = time.perf_counter()
         coo = adj.tocoo()
         edge_index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))

@@ -515,6 +515,15 @@ def _chebyshev_filter(space: BlockSpace, x: Block, sx: Block, degree: int, lower
     return z
 
 
+def _start(space: BlockSpace, b: int, seed: int, counter: "_Counter") -> tuple[Any, Any, Any]:
+    """The seeded orthonormal starting block, its product (counted) and their Rayleigh-Ritz
+    step, shared by both block solvers."""
+    x = orthonormalize(space, space.random(b, seed), refill_seed=seed)
+    sx = space.matmul(x)
+    counter.add(space.cols(x))
+    return rayleigh_ritz(space, x, sx)
+
+
 def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
                        tol: float = 1e-5, degree: int = 10, maxiter: int = 500,
                        max_matvecs: int | None = None, seed: int = 0,
@@ -551,10 +560,7 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
     with tqdm(total=max_matvecs, desc="chebyshev", unit="matvec", disable=not progress,
               leave=False) as bar:
         counter = _Counter(bar)
-        x = orthonormalize(space, space.random(b, seed), refill_seed=seed)
-        sx = space.matmul(x)
-        counter.add(space.cols(x))
-        theta, x, sx = rayleigh_ritz(space, x, sx)
+        theta, x, sx = _start(space, b, seed, counter)
         if lower is None:
             lower = spectrum_lower_bound(space, lanczos_steps, seed, counter)
         locked: list[Block] = []
@@ -631,10 +637,7 @@ def block_lobpcg(space: BlockSpace, m: int, *, block: int | None = None, tol: fl
     with tqdm(total=max_matvecs, desc="lobpcg", unit="matvec", disable=not progress,
               leave=False) as bar:
         counter = _Counter(bar)
-        x = orthonormalize(space, space.random(b, seed), refill_seed=seed)
-        sx = space.matmul(x)
-        counter.add(space.cols(x))
-        theta, x, sx = rayleigh_ritz(space, x, sx)
+        theta, x, sx = _start(space, b, seed, counter)
         p = sp_ = None
         iterations = 0
         while iterations < maxiter and (max_matvecs is None or counter.matvecs < max_matvecs):

@@ -185,6 +185,14 @@ def _fill_null_space(vals: np.ndarray, vecs: np.ndarray, y: np.ndarray) -> tuple
     return np.concatenate([np.zeros(c), vals[c:]]), np.concatenate([y, rest], axis=1)
 
 
+def block_width(solver: str, m: int, pad: int | None = None) -> int:
+    """Columns of the iterated block for ``m`` wanted non-trivial pairs: ``m + pad``, by default
+    ``pad = max(8, m // 4)`` for ``chebyshev`` and ``max(5, ceil(0.2 m))`` for the LOBPCG
+    backends."""
+    default = max(8, m // 4) if solver == "chebyshev" else max(5, math.ceil(0.2 * m))
+    return m + (pad if pad is not None else default)
+
+
 def smallest_eigenpairs(lap: sp.spmatrix, k: int, *, null_space: np.ndarray | None = None,
                         solver: str = "lobpcg-scipy", tol: float = 1e-5, maxiter: int = 500,
                         seed: int = 0, pad: int | None = None, preconditioner: bool = True,
@@ -256,8 +264,7 @@ def smallest_eigenpairs(lap: sp.spmatrix, k: int, *, null_space: np.ndarray | No
         vals, vecs = np.zeros(k), y[:, :k].copy()
     else:
         m = k - c
-        default_pad = max(8, m // 4) if solver == "chebyshev" else max(5, math.ceil(0.2 * m))
-        block = m + (pad if pad is not None else default_pad)
+        block = block_width(solver, m, pad)
         small = (solver == "lobpcg-scipy" and n - c < 5 * block) or \
                 (solver == "lobpcg-torch" and n < 3 * (c + block)) or \
                 (solver in ("chebyshev", "lobpcg-block") and n - c < 3 * block) or \
