@@ -113,7 +113,7 @@ def main() -> None:
         "its probe 3 times). adam-public: batched Adam LR (lr 0.01, 1000 epochs, validation "
         "every 10, L2 embeddings) on the public split, distgcl's default probe before this "
         "benchmark (grace.json: 67.73 with the older random streams); default: L-BFGS LR, C in "
-        "{0.01..1000} on the 500 validation nodes, L2, public split; grace-public: GRACE's "
+        "{0.01..10000} on the 500 validation nodes, L2, public split; grace-public: GRACE's "
         "eval.py (one-vs-rest liblinear, C in 2^-10..2^9 by 5-fold CV on the 120 train nodes, "
         "L2) on the public masks, the protocol of the DGL README's public-split table (Author's "
         "code 71.2); grace-random-10-90: GRACE's eval.py on random 10%/90% splits, the protocol "

@@ -184,7 +184,7 @@ def main() -> None:
         "thread. Protocols (distgcl/protocols.py): pygcl-10-80-10 = E2Neg's eval.py (PyGCL "
         "get_split: 10% train / 80% validation / 10% test per seed, Adam LREvaluator lr 0.01 "
         "wd 0, 10000 epochs, validation every 20, raw embeddings); '+lbfgs' = the same splits "
-        "with distgcl's default probe (L-BFGS logistic regression, C in {0.01..1000} on "
+        "with distgcl's default probe (L-BFGS logistic regression, C in {0.01..10000} on "
         "validation, L2 embeddings); grace-random-10-90 = GRACE's eval.py (random 10% train / "
         "90% test, L2, one-vs-rest liblinear, C in 2^-10..2^9 by 5-fold CV); nml-public = "
         "NML-GCL's eval.py (public split, Adam lr 0.001, 3000 epochs, validation every 2, raw "

@@ -41,8 +41,8 @@ import torch
 from torch import Tensor
 
 from distgcl.data.splits import SplitMasks, index_to_mask
-from distgcl.eval import (ProbeResult, liblinear_cv_probe, lbfgs_probe, linear_probe,
-                          normalize_embeddings)
+from distgcl.eval import (DEFAULT_C_GRID, ProbeResult, liblinear_cv_probe, lbfgs_probe,
+                          linear_probe, normalize_embeddings)
 
 if TYPE_CHECKING:
     from distgcl.config import EvalConfig
@@ -70,7 +70,7 @@ class Protocol:
     lr: float = 0.01
     weight_decay: float = 0.0
     eval_every: int = 10
-    c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+    c_grid: tuple[float, ...] = DEFAULT_C_GRID
     cv_folds: int = 5
     anchor: str = ""
     """Whose evaluation this reproduces."""
