@@ -143,6 +143,7 @@ def linear_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], *, epochs: int 
     train_idx, train_w = (t.to(dev) for t in _padded_index(train_m))
     x_train_t = z[train_idx].transpose(1, 2)  # [S, d, M] (a view of [S, M, d] rows)
     y_train = y[train_idx]
+    y_train_t = y_train.float().transpose(1, 2).contiguous() if multilabel else None  # [S, C, M]
     counts = train_w.sum(1)
     val_ids = [val_m[s].nonzero().view(-1) for s in range(num_seeds)]
     test_ids = [test_m[s].nonzero().view(-1) for s in range(num_seeds)]
@@ -153,13 +154,13 @@ def linear_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], *, epochs: int 
     best_weight, best_bias = weight_t.detach().clone(), bias.detach().clone()
     for epoch in range(1, epochs + 1):
         opt.zero_grad()
-        logits = torch.baddbmm(bias, weight_t, x_train_t).transpose(1, 2)  # [S, M, C]
-        if multilabel:
-            per = F.binary_cross_entropy_with_logits(logits, y_train.float(), reduction="none")
-            per = per.mean(-1)
+        logits = torch.baddbmm(bias, weight_t, x_train_t)  # [S, C, M]
+        if multilabel:  # in the GEMM's own layout: a quarter off proteins' probe epoch
+            per = F.binary_cross_entropy_with_logits(logits, y_train_t, reduction="none")
+            per = per.mean(1)
         else:
-            per = F.cross_entropy(logits.reshape(-1, num_out), y_train.reshape(-1),
-                                  reduction="none").view(num_seeds, -1)
+            per = F.cross_entropy(logits.transpose(1, 2).reshape(-1, num_out),
+                                  y_train.reshape(-1), reduction="none").view(num_seeds, -1)
         loss = ((per * train_w).sum(1) / counts).sum()  # sum of per-seed mean losses
         loss.backward()
         opt.step()

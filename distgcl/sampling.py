@@ -78,9 +78,8 @@ def select_neighbors(degree: Tensor, k: int, replace: bool = False,
 
     For frontier node :math:`f` with in-degree :math:`d_f`: all of its in-edges when ``k`` is
     -1 or (without replacement) when every :math:`d_f \le k`; else ``k`` of them uniformly
-    without replacement (every candidate edge gets a uniform key, edges are sorted by
-    (frontier node, key) and the first ``k`` of each segment are kept), or ``k`` with
-    replacement. The random keys drawn depend only on ``degree``, ``k`` and ``replace``, so
+    without replacement (Floyd's algorithm on the nodes with :math:`d_f > k`: O(F k^2)
+    work, not a sort over :math:`\sum_f d_f`), or ``k`` with replacement. The random draws drawn depend only on ``degree``, ``k`` and ``replace``, so
     any caller that knows the degrees draws the same edges, wherever the lists are stored.
 
     Args:
@@ -105,16 +104,28 @@ def select_neighbors(degree: Tensor, k: int, replace: bool = False,
         r = torch.rand(owner.numel(), generator=generator, dtype=torch.float64)
         offset = (r * degree[owner]).long().clamp_max(degree[owner] - 1)
         return owner, offset
-    # without replacement: random key per candidate edge, keep the k smallest per segment
-    owner = torch.repeat_interleave(torch.arange(f), degree)  # [sum deg]
-    seg_start = torch.cumsum(degree, 0) - degree
-    offset = torch.arange(owner.numel()) - seg_start[owner]
-    key = owner.to(torch.float64) + torch.rand(owner.numel(), generator=generator,
-                                               dtype=torch.float64)
-    order = torch.argsort(key)  # segments stay contiguous, shuffled inside
-    rank = torch.arange(owner.numel()) - seg_start[owner[order]]
-    keep = order[rank < k]
-    return owner[keep], offset[keep]
+    # Without replacement: Robert Floyd's algorithm, vectorized over the frontier nodes with
+    # more than k in-edges: step s draws t uniform in [0, d - k + s] and keeps t, or d - k + s
+    # when t was kept before; that yields a uniform k-subset. O(F k^2) work and k draws per
+    # node, where a random key per candidate edge (a sort over sum(deg)) cost 60x the kept
+    # edges at proteins' average degree ~600 with k = 10.
+    small = degree <= k
+    rows_small = torch.arange(f)[small]
+    deg_small = degree[small]
+    owner_small = torch.repeat_interleave(rows_small, deg_small)
+    offset_small = torch.arange(owner_small.numel()) - torch.repeat_interleave(
+        torch.cumsum(deg_small, 0) - deg_small, deg_small)
+    rows_big = torch.arange(f)[~small]
+    last = degree[~small].unsqueeze(1) - k + torch.arange(k)  # [B, k]: d - k + s
+    draws = torch.rand(rows_big.numel(), k, generator=generator, dtype=torch.float64)
+    chosen = torch.minimum((draws * (last + 1)).long(), last)
+    for step in range(1, k):
+        taken = (chosen[:, :step] == chosen[:, step:step + 1]).any(1)
+        chosen[:, step] = torch.where(taken, last[:, step], chosen[:, step])
+    owner = torch.cat([owner_small, rows_big.repeat_interleave(k)])
+    offset = torch.cat([offset_small, chosen.flatten()])
+    order = torch.argsort(owner, stable=True)  # grouped by owner, as the other branches
+    return owner[order], offset[order]
 
 
 InDegree = Callable[[Tensor, Optional[Tensor]], Tensor]

@@ -163,9 +163,11 @@ def test_embed_bad_input_is_one_line_and_exit_2(grace_run: Path, tmp_path: Path,
 
 def test_embed_sparse_rows_in_batches_change_nothing() -> None:
     graph = _label_free_graph(num_nodes=300)
-    for layers, activation in ((1, "prelu"), (2, "rrelu"), (3, "relu")):
+    # 16 -> 8 multiplies the operator by H W, 16 -> 64 propagates H first (the wider output)
+    for layers, activation, width in ((1, "prelu", 8), (2, "rrelu", 8), (3, "relu", 8),
+                                      (1, "prelu", 64), (2, "relu", 64)):
         torch.manual_seed(layers)
-        enc = GCNEncoder(16, 8, layers=layers, activation=activation).eval()
+        enc = GCNEncoder(16, width, layers=layers, activation=activation).eval()
         whole = enc.embed_sparse(graph.x, graph.edge_index)
         for batch_size in (1, 7, 64, 299, 300, 1000):
             assert torch.equal(enc.embed_sparse(graph.x, graph.edge_index, batch_size), whole)

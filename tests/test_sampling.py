@@ -6,7 +6,7 @@ import torch
 from torch_geometric.utils import erdos_renyi_graph
 
 from distgcl.sampling import (CSRNeighborSampler, make_neighbor_sampler, pyg_sampling_available,
-                              uniform_negatives)
+                              select_neighbors, uniform_negatives)
 
 # 6-node hand-written graph (directed edges src -> dst; in-degrees: 0:3, 1:1, 2:2, 3:2, 4:1, 5:0)
 EDGES = torch.tensor([[1, 2, 3, 0, 0, 3, 1, 2, 5],
@@ -100,6 +100,24 @@ def test_uniform_sampling_covers_neighbours():
     counts = torch.bincount(picked, minlength=11)[1:]
     assert (counts > 0).all() and counts.sum() == 400
     assert counts.max() < 70  # expected 40 each
+
+
+def test_without_replacement_every_k_subset_equally_likely():
+    # Floyd's algorithm must give each of the C(6, 3) = 20 subsets probability 1/20 (a biased
+    # rule, e.g. "t or the next free slot", skews them); rows of degree <= k keep all edges
+    degree = torch.tensor([6, 2, 6])
+    g = torch.Generator().manual_seed(0)
+    counts: dict[tuple[int, ...], int] = {}
+    for _ in range(4000):
+        owner, offset = select_neighbors(degree, 3, generator=g)
+        assert owner.tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
+        assert sorted(offset[3:5].tolist()) == [0, 1]
+        for row in (0, 2):
+            subset = tuple(sorted(offset[owner == row].tolist()))
+            assert len(set(subset)) == 3 and max(subset) < 6
+            counts[subset] = counts.get(subset, 0) + 1
+    assert len(counts) == 20
+    assert min(counts.values()) > 320 and max(counts.values()) < 480  # expected 400 each
 
 
 def test_replace_mode_draws_k_per_node():
