@@ -456,6 +456,7 @@ def shard_memory(manifest: Manifest, dtype: str = "float32") -> dict[str, Any]:
     127.0.0.1 (and shuts it down) unless one is running."""
     started = not ray.is_initialized()
     if started:
+        os.environ.setdefault("RAY_worker_niceness", "0")  # as ensure_ray: not at nice 15
         ray.init(num_cpus=max(2, manifest.num_shards), include_dashboard=False,
                  _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
     try:

@@ -173,6 +173,9 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
+        # Ray starts its workers at nice 15 unless told otherwise: on a machine shared with
+        # anything else our training workers would lose every core to it
+        os.environ.setdefault("RAY_worker_niceness", "0")
         # the dashboard (on 127.0.0.1) serves the state API Train V2's cleanup actor polls
         ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
                  _node_ip_address="127.0.0.1", log_to_driver=True)
