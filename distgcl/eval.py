@@ -270,7 +270,7 @@ def lbfgs_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], *,
     r"""Multinomial logistic regression by L-BFGS (scikit-learn), C chosen per split.
 
     For each split and each :math:`C` in ``c_grid`` (ascending), fit
-    :math:`\min_W rac12\|W\|^2 + C\sum_{i \in 	ext{train}} \mathrm{CE}(x_i W + b, y_i)` on the
+    :math:`\min_W \frac12\|W\|^2 + C\sum_{i \in \text{train}} \mathrm{CE}(x_i W + b, y_i)` on the
     train nodes; the score is the test accuracy at the first :math:`C` with the best validation
     accuracy (stronger regularization wins ties). A split without validation nodes picks
     :math:`C` by stratified ``cv_folds``-fold cross-validation on its train nodes instead.
@@ -301,11 +301,15 @@ def lbfgs_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], *,
             tr, va, te = (m.cpu().numpy() for m in (sp.train, sp.val, sp.test))
             if va.any():
                 best = (-1.0, grid[0], 0.0)
+                # the C path warm-started, as scikit-learn's own LogisticRegressionCV: each fit
+                # starts at the previous (more regularized) solution, ~2x fewer iterations
+                clf = LogisticRegression(max_iter=max_iter, warm_start=True)
+                x_train, x_val, x_test = x[tr], x[va], x[te]
                 for c in grid:
-                    clf = LogisticRegression(C=c, max_iter=max_iter).fit(x[tr], labels[tr])
-                    val = float((clf.predict(x[va]) == labels[va]).mean())
+                    clf.set_params(C=c).fit(x_train, labels[tr])
+                    val = float((clf.predict(x_val) == labels[va]).mean())
                     if val > best[0]:
-                        best = (val, c, float((clf.predict(x[te]) == labels[te]).mean()))
+                        best = (val, c, float((clf.predict(x_test) == labels[te]).mean()))
                 fitted.append((best[2], best[1]))
             else:
                 search = GridSearchCV(LogisticRegression(max_iter=max_iter), {"C": grid},

@@ -79,8 +79,9 @@ def select_neighbors(degree: Tensor, k: int, replace: bool = False,
     For frontier node :math:`f` with in-degree :math:`d_f`: all of its in-edges when ``k`` is
     -1 or (without replacement) when every :math:`d_f \le k`; else ``k`` of them uniformly
     without replacement (Floyd's algorithm on the nodes with :math:`d_f > k`: O(F k^2)
-    work, not a sort over :math:`\sum_f d_f`), or ``k`` with replacement. The random draws drawn depend only on ``degree``, ``k`` and ``replace``, so
-    any caller that knows the degrees draws the same edges, wherever the lists are stored.
+    work, not a sort over :math:`\sum_f d_f`), or ``k`` with replacement. The random draws
+    depend only on ``degree``, ``k`` and ``replace``, so any caller that knows the degrees
+    draws the same edges, wherever the lists are stored.
 
     Args:
         degree (Tensor): :math:`(F,)` in-degrees of the frontier nodes.
