@@ -289,7 +289,9 @@ def lbfgs_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], *,
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-    x = z.detach().float().cpu().numpy().astype(np.float64)
+    # float32 as the embeddings themselves: scikit-learn's L-BFGS keeps it, 2.5x faster than
+    # float64 on PubMed's 4096-d E2Neg embeddings at the same accuracy (86.0 vs 86.0, 1 split)
+    x = z.detach().float().cpu().numpy()
     labels = y.cpu().numpy()
     grid = sorted(float(c) for c in c_grid)
     first, which = _distinct(splits)
