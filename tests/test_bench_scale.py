@@ -33,9 +33,11 @@ def test_data_sweep_writes_outputs_and_resumes(tmp_path, capsys) -> None:
     partial = (tmp_path / "work" / "scale_partial.jsonl").read_text().splitlines()
     assert len(partial) == 4
     capsys.readouterr()
+    sweep.note = "Measured on a quiet machine."
     run_sweep(sweep, command="test")
     assert "4 of 4 items done before" in capsys.readouterr().out
     assert (tmp_path / "work" / "scale_partial.jsonl").read_text().splitlines() == partial
+    assert json.loads(paths["json"].read_text())["notes"].endswith(" Measured on a quiet machine.")
 
 
 def test_slopes_recover_the_power_law() -> None:

@@ -73,6 +73,8 @@ class Sweep:
     out: Path = Path("bench/results")
     configs: Path = REPO_CONFIGS
     timeout: float = 3600.0
+    note: str = ""
+    """Appended to the notes (how the rows were measured: machine load, resumed runs)."""
 
     def items(self) -> list[tuple[str, ...]]:
         """The sweep in run order; each item's key (a tuple of strings)."""
@@ -484,7 +486,7 @@ def write_outputs(sweep: Sweep, records: list[dict[str, Any]], command: str,
              "112 tasks, ogb's Evaluator) on the species split; epochs: "
              f"{sweep.epochs or 'the configs'}; overrides: {sweep.overrides or 'none'}."
              + (f" Not measured (items of this sweep without a result): {', '.join(missing)}."
-                if missing else ""))
+                if missing else "") + (f" {sweep.note}" if sweep.note else ""))
     doc = {"command": command, "created": dt.datetime.now(dt.timezone.utc).strftime(
         "%Y-%m-%dT%H:%M:%SZ"), "machine": _machine(), "notes": notes, "rows": rows}
     paths = {"json": sweep.out / "scale.json", "csv": sweep.out / "scale.csv",
@@ -756,6 +758,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds one item may take")
     parser.add_argument("--restart", action="store_true",
                         help="forget the finished items of an earlier sweep")
+    parser.add_argument("--note", default="",
+                        help="text appended to the notes of scale.json / scale.md")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: write the outputs from the items finished so far")
 
@@ -777,7 +781,7 @@ def sweep_from_args(args: argparse.Namespace) -> Sweep:
                  multi_worker_scales=args.multi_worker_scales, shards=args.shards,
                  memory_shards=args.memory_shards, epochs=epochs, overrides=args.overrides,
                  threads=args.threads, seed=args.seed, work=Path(args.work),
-                 out=Path(args.out), configs=configs, timeout=args.timeout)
+                 out=Path(args.out), configs=configs, timeout=args.timeout, note=args.note)
 
 
 def _child_main(argv: list[str]) -> int:
