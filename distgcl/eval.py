@@ -303,12 +303,11 @@ def lbfgs_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], *,
             tr, va, te = (m.cpu().numpy() for m in (sp.train, sp.val, sp.test))
             if va.any():
                 best = (-1.0, grid[0], 0.0)
-                # the C path warm-started, as scikit-learn's own LogisticRegressionCV: each fit
-                # starts at the previous (more regularized) solution, ~2x fewer iterations
-                clf = LogisticRegression(max_iter=max_iter, warm_start=True)
+                # each C fitted from zero: warm-starting the path let L-BFGS stop at once at
+                # large C (its scaled gradient is under tol there), 0.3 points lower on Photo
                 x_train, x_val, x_test = x[tr], x[va], x[te]
                 for c in grid:
-                    clf.set_params(C=c).fit(x_train, labels[tr])
+                    clf = LogisticRegression(C=c, max_iter=max_iter).fit(x_train, labels[tr])
                     val = float((clf.predict(x_val) == labels[va]).mean())
                     if val > best[0]:
                         best = (val, c, float((clf.predict(x_test) == labels[te]).mean()))
