@@ -95,10 +95,7 @@ def select_neighbors(degree: Tensor, k: int, replace: bool = False,
     """
     f = degree.numel()
     if k < 0 or (not replace and bool((degree <= k).all())):
-        owner = torch.repeat_interleave(torch.arange(f), degree)
-        offset = torch.arange(owner.numel()) - torch.repeat_interleave(
-            torch.cumsum(degree, 0) - degree, degree)
-        return owner, offset
+        return _every_in_edge(torch.arange(f), degree)
     if replace:
         has = degree > 0
         owner = torch.repeat_interleave(torch.arange(f)[has], k)
@@ -111,11 +108,7 @@ def select_neighbors(degree: Tensor, k: int, replace: bool = False,
     # node, where a random key per candidate edge (a sort over sum(deg)) cost 60x the kept
     # edges at proteins' average degree ~600 with k = 10.
     small = degree <= k
-    rows_small = torch.arange(f)[small]
-    deg_small = degree[small]
-    owner_small = torch.repeat_interleave(rows_small, deg_small)
-    offset_small = torch.arange(owner_small.numel()) - torch.repeat_interleave(
-        torch.cumsum(deg_small, 0) - deg_small, deg_small)
+    owner_small, offset_small = _every_in_edge(torch.arange(f)[small], degree[small])
     rows_big = torch.arange(f)[~small]
     last = degree[~small].unsqueeze(1) - k + torch.arange(k)  # [B, k]: d - k + s
     draws = torch.rand(rows_big.numel(), k, generator=generator, dtype=torch.float64)
@@ -127,6 +120,14 @@ def select_neighbors(degree: Tensor, k: int, replace: bool = False,
     offset = torch.cat([offset_small, chosen.flatten()])
     order = torch.argsort(owner, stable=True)  # grouped by owner, as the other branches
     return owner[order], offset[order]
+
+
+def _every_in_edge(rows: Tensor, degree: Tensor) -> tuple[Tensor, Tensor]:
+    """``owner`` / ``offset`` of every in-edge of ``rows`` (in-degrees ``degree``)."""
+    owner = torch.repeat_interleave(rows, degree)
+    offset = torch.arange(owner.numel()) - torch.repeat_interleave(
+        torch.cumsum(degree, 0) - degree, degree)
+    return owner, offset
 
 
 InDegree = Callable[[Tensor, Optional[Tensor]], Tensor]
