@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import io
 import json
 import os
 import platform
@@ -497,21 +498,20 @@ def write_outputs(sweep: Sweep, records: list[dict[str, Any]], command: str,
     first = ["dataset", "method", "variant", "scale", "edges", "workers", "phase", "seconds",
              "peak_rss_mb", "rocauc_mean"]
     columns = [c for c in first if c in columns] + [c for c in columns if c not in first]
-    tmp = paths["csv"].with_suffix(f".csv.{os.getpid()}")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, paths["csv"])
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic(paths["csv"], table.getvalue())
     _plots(rows, paths["time_plot"], paths["memory_plot"])
     _atomic(paths["report"], markdown_report(rows, command, notes, paths))
     return paths
 
 
 def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from distgcl.checkpoint import atomic_write_text  # imports torch: not at CLI start-up
+
+    atomic_write_text(path, text)
 
 
 def _plots(rows: list[dict[str, Any]], time_path: Path, memory_path: Path) -> None:
@@ -523,54 +523,51 @@ def _plots(rows: list[dict[str, Any]], time_path: Path, memory_path: Path) -> No
     slopes = {(r["method"], r.get("workers"), r["of_phase"]): r for r in rows
               if r.get("phase") == "slope" and "of_phase" in r}
     _time_plot(rows, slopes, time_path, plt)
-    for path, what in ((memory_path, "peak_rss_mb"),):
-        fig, axes = plt.subplots(1, 2 if what == "peak_rss_mb" else 1,
-                                 figsize=(12 if what == "peak_rss_mb" else 7, 5), squeeze=False)
-        ax = axes[0][0]
-        series: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-        for r in rows:
-            if r.get("phase") in (None, "slope", "projection", "shard_memory") or \
-                    not r.get(what) or "edges" not in r:
-                continue
-            if what == "peak_rss_mb" and r["phase"] not in ("total", "generate", "load",
-                                                           "train_epoch"):
-                continue
-            series.setdefault((r["method"], r.get("workers"), r["phase"]), []).append(r)
-        for (method, workers, phase), pts in sorted(series.items(), key=lambda kv: str(kv[0])):
-            pts = sorted(pts, key=lambda r: r["edges"])
-            slope = slopes.get((method, workers, phase), {})
-            fit = slope.get("time_slope" if what == "seconds" else "memory_slope")
-            label = f"{method}{'' if workers is None else f' w={workers}'} {phase}" + \
-                (f" (slope {fit:.2f})" if fit is not None else "")
-            ax.plot([r["edges"] for r in pts], [r[what] for r in pts], marker="o", label=label)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("directed edges")
-        ax.set_ylabel("seconds" if what == "seconds" else "peak RSS (MB)")
-        ax.set_title("time per phase" if what == "seconds" else
-                     "peak memory (total: summed over the run's processes)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-        if what == "peak_rss_mb":
-            ax2 = axes[0][1]
-            mem = sorted((r for r in rows if r.get("phase") == "shard_memory"),
-                         key=lambda r: r["shards"])
-            if mem:
-                ax2.plot([r["shards"] for r in mem], [r["graph_part_mb"] for r in mem],
-                         marker="o", label="graph part per actor (USS - empty actor)")
-                ax2.plot([r["shards"] for r in mem],
-                         [mem[0]["graph_part_mb"] / r["shards"] for r in mem], ls="--",
-                         label="1/P of one shard")
-                ax2.set_xscale("log", base=2)
-                ax2.set_yscale("log")
-                ax2.set_xlabel("shards P")
-                ax2.set_ylabel("MB per actor")
-                ax2.set_title("graph-shard actor memory at the largest scale")
-                ax2.grid(True, which="both", alpha=0.3)
-                ax2.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+    _memory_plot(rows, slopes, memory_path, plt)
+
+
+def _memory_plot(rows: list[dict[str, Any]], slopes: dict[tuple[Any, ...], dict[str, Any]],
+                 path: Path, plt: Any) -> None:
+    """Peak RSS against edges per method and phase, beside shard-actor memory against P."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5), squeeze=False)
+    ax = axes[0][0]
+    series: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("phase") not in ("total", "generate", "load", "train_epoch") or \
+                not r.get("peak_rss_mb") or "edges" not in r:
+            continue
+        series.setdefault((r["method"], r.get("workers"), r["phase"]), []).append(r)
+    for (method, workers, phase), pts in sorted(series.items(), key=lambda kv: str(kv[0])):
+        pts = sorted(pts, key=lambda r: r["edges"])
+        fit = slopes.get((method, workers, phase), {}).get("memory_slope")
+        label = f"{method}{'' if workers is None else f' w={workers}'} {phase}" + \
+            (f" (slope {fit:.2f})" if fit is not None else "")
+        ax.plot([r["edges"] for r in pts], [r["peak_rss_mb"] for r in pts], marker="o",
+                label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("directed edges")
+    ax.set_ylabel("peak RSS (MB)")
+    ax.set_title("peak memory (total: summed over the run's processes)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax2 = axes[0][1]
+    mem = sorted((r for r in rows if r.get("phase") == "shard_memory"), key=lambda r: r["shards"])
+    if mem:
+        ax2.plot([r["shards"] for r in mem], [r["graph_part_mb"] for r in mem], marker="o",
+                 label="graph part per actor (USS - empty actor)")
+        ax2.plot([r["shards"] for r in mem], [mem[0]["graph_part_mb"] / r["shards"] for r in mem],
+                 ls="--", label="1/P of one shard")
+        ax2.set_xscale("log", base=2)
+        ax2.set_yscale("log")
+        ax2.set_xlabel("shards P")
+        ax2.set_ylabel("MB per actor")
+        ax2.set_title("graph-shard actor memory at the largest scale")
+        ax2.grid(True, which="both", alpha=0.3)
+        ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _time_plot(rows: list[dict[str, Any]], slopes: dict[tuple[Any, ...], dict[str, Any]],

@@ -56,7 +56,6 @@ class ShardedEigensolver:
         from distgcl.distributed.linalg import sharded_eigenpairs
         from distgcl.distributed.partition import partition_graph
         from distgcl.distributed.shards import GraphShards
-        from distgcl.spectral import connected_components
         from distgcl.spectral.eigensolvers import block_width
 
         method = BLOCK_METHODS.get(solver)
@@ -65,10 +64,6 @@ class ShardedEigensolver:
                               f"of {', '.join(BLOCK_METHODS)} (got {solver!r})")
         adj = sp.csr_matrix(adjacency)
         n = adj.shape[0]
-        c, _ = connected_components(adj)
-        m = k - c
-        # the single-process block width rule (smallest_eigenpairs)
-        block = block_width(solver, m, pad) if m > 0 else None
         start = time.perf_counter()
         coo = adj.tocoo()
         edge_index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
@@ -77,6 +72,10 @@ class ShardedEigensolver:
                                    order=self.order, seed=seed, progress=progress)
         del edge_index
         partition_seconds = time.perf_counter() - start
+        # the single-process block width rule (smallest_eigenpairs), for the pairs beyond the
+        # components' trivial ones (the partition counted the components)
+        m = k - manifest.num_components
+        block = block_width(solver, m, pad) if m > 0 else None
         rss_before = peak_rss_mb()
         start = time.perf_counter()
         with GraphShards(manifest, dtype=np.dtype(dtype).name, num_cpus=0, threads=1,
