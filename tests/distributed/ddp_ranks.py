@@ -3,7 +3,8 @@
 Kept out of the test module so that spawned ranks import only this (no pytest)."""
 from __future__ import annotations
 
-import os
+import faulthandler
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -53,14 +54,25 @@ def first_batch(method, data):
     return next(iter(method.batches(data, 1)))
 
 
-def rank_main(rank: int, world: int, kind: str, out: str, port: int) -> None:
-    """One data-parallel training step on ``rank``; saves the resulting parameters."""
+RANK_TIMEOUT_S = 150
+"""A rank that has not finished by then prints every thread's stack to stderr and exits with
+status 1, so a hang becomes a failure that shows where it hung (CI would otherwise sit at it
+until its own cap); also the bound on each collective."""
+
+
+def rank_main(rank: int, world: int, kind: str, out: str) -> None:
+    """One data-parallel training step on ``rank``; saves the resulting parameters.
+
+    Rendezvous through a file in ``out`` rather than a TCP port picked in advance: a port that
+    is free when the parent probes it can be taken (or self-connected to) before rank 0 binds.
+    """
     import torch.distributed as dist
 
     from distgcl.distributed.ddp import wrap_ddp
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    faulthandler.dump_traceback_later(RANK_TIMEOUT_S, exit=True)
+    dist.init_process_group("gloo", init_method=f"file://{Path(out) / 'rendezvous'}", rank=rank,
+                            world_size=world, timeout=timedelta(seconds=RANK_TIMEOUT_S))
     try:
         torch.set_num_threads(1)
         method, data = build(kind, rank, world)

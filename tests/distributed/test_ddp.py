@@ -3,8 +3,8 @@ parameters on both ranks, equal to one single-process step with the mean gradien
 batches (an independent replay of the step below), and different from a step on either batch."""
 from __future__ import annotations
 
-import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,10 +17,20 @@ import ddp_ranks  # noqa: E402
 from distgcl.losses import nml_loss  # noqa: E402
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _run_ranks(kind: str, out: Path, world: int = 2) -> None:
+    """``ddp_ranks.rank_main`` on ``world`` spawned processes, bounded in time: a rank that
+    raises or exits non-zero fails the test with its error (``join`` raises); ranks still alive
+    after the deadline are killed."""
+    ranks = mp.start_processes(ddp_ranks.rank_main, args=(world, kind, str(out)), nprocs=world,
+                               join=False, start_method="spawn")
+    deadline = time.monotonic() + ddp_ranks.RANK_TIMEOUT_S + 60
+    while not ranks.join(timeout=2):
+        if time.monotonic() > deadline:
+            for process in ranks.processes:
+                process.kill()
+            saved = sorted(p.name for p in out.glob("rank*.pt"))
+            pytest.fail(f"{kind}: ranks still running after {ddp_ranks.RANK_TIMEOUT_S + 60} s "
+                        f"(parameters saved: {saved or 'none'})")
 
 
 def _replay(kind: str, ranks: list[int], world: int = 2) -> dict[str, torch.Tensor]:
@@ -77,8 +87,7 @@ def _replay(kind: str, ranks: list[int], world: int = 2) -> dict[str, torch.Tens
 
 @pytest.mark.parametrize("kind", ["grace", "nml", "e2neg+nml"])
 def test_two_rank_step_equals_mean_gradient_step(kind: str, tmp_path: Path) -> None:
-    mp.spawn(ddp_ranks.rank_main, args=(2, kind, str(tmp_path), _free_port()), nprocs=2,
-             join=True)
+    _run_ranks(kind, tmp_path)
     p0, p1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert p0.keys() == p1.keys()
     for k in p0:
