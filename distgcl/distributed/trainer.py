@@ -23,6 +23,7 @@ which also detects a dead worker sooner.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import os
 import shutil
@@ -140,6 +141,9 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     run_dir = Path(loop_config["run_dir"])
     runtime = RayTrainRuntime(run_dir, keep_checkpoints=config.dist.keep_checkpoints)
     run_training(config, run_dir, runtime)
+    # free the DDP modules now, while Ray Train's process group still exists: a DDP reducer
+    # destroyed after destroy_process_group() can block its process forever
+    gc.collect()
 
 
 # ---------------------------------------------------------------------------------- driver

@@ -4,10 +4,12 @@ Kept out of the test module so that spawned ranks import only this (no pytest)."
 from __future__ import annotations
 
 import faulthandler
+import gc
 from datetime import timedelta
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from distgcl.config import load_config
 from distgcl.data import load_dataset
@@ -68,17 +70,29 @@ def rank_main(rank: int, world: int, kind: str, out: str) -> None:
     """
     import torch.distributed as dist
 
-    from distgcl.distributed.ddp import wrap_ddp
-
     faulthandler.dump_traceback_later(RANK_TIMEOUT_S, exit=True)
     dist.init_process_group("gloo", init_method=f"file://{Path(out) / 'rendezvous'}", rank=rank,
                             world_size=world, timeout=timedelta(seconds=RANK_TIMEOUT_S))
     try:
-        torch.set_num_threads(1)
-        method, data = build(kind, rank, world)
-        method.wrap_modules(lambda m: wrap_ddp(m, torch.device("cpu")))
-        method.training_step(first_batch(method, data))
-        torch.save({k: v.detach().clone() for k, v in method.named_parameters()},
-                   Path(out) / f"rank{rank}.pt")
+        _step_and_save(rank, world, kind, Path(out))
+        # the DDP modules die here, while their process group still exists: a reducer freed
+        # after destroy_process_group() (at the caller's frame teardown) blocked rank 0 forever
+        # on CI, with the parameters already saved
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, DistributedDataParallel)]
+        if alive:
+            raise RuntimeError(f"{len(alive)} DDP module(s) outlive the step")
     finally:
         dist.destroy_process_group()
+    faulthandler.cancel_dump_traceback_later()
+
+
+def _step_and_save(rank: int, world: int, kind: str, out: Path) -> None:
+    from distgcl.distributed.ddp import wrap_ddp
+
+    torch.set_num_threads(1)
+    method, data = build(kind, rank, world)
+    method.wrap_modules(lambda m: wrap_ddp(m, torch.device("cpu")))
+    method.training_step(first_batch(method, data))
+    torch.save({k: v.detach().clone() for k, v in method.named_parameters()},
+               out / f"rank{rank}.pt")
