@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -537,20 +537,16 @@ def _memory_plot(rows: list[dict[str, Any]], slopes: dict[tuple[Any, ...], dict[
                 not r.get("peak_rss_mb") or "edges" not in r:
             continue
         series.setdefault((r["method"], r.get("workers"), r["phase"]), []).append(r)
-    for (method, workers, phase), pts in sorted(series.items(), key=lambda kv: str(kv[0])):
-        pts = sorted(pts, key=lambda r: r["edges"])
-        fit = slopes.get((method, workers, phase), {}).get("memory_slope")
-        label = f"{method}{'' if workers is None else f' w={workers}'} {phase}" + \
+
+    def label(key: tuple[Any, ...], fit: float | None) -> str:
+        method, workers, phase = key
+        return f"{method}{'' if workers is None else f' w={workers}'} {phase}" + \
             (f" (slope {fit:.2f})" if fit is not None else "")
-        ax.plot([r["edges"] for r in pts], [r["peak_rss_mb"] for r in pts], marker="o",
-                label=label)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("directed edges")
-    ax.set_ylabel("peak RSS (MB)")
-    ax.set_title("peak memory (total: summed over the run's processes)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+
+    _edges_panel(ax, series, "peak_rss_mb",
+                 lambda key: slopes.get(key, {}).get("memory_slope"), label,
+                 ylabel="peak RSS (MB)",
+                 title="peak memory (total: summed over the run's processes)")
     ax2 = axes[0][1]
     mem = sorted((r for r in rows if r.get("phase") == "shard_memory"), key=lambda r: r["shards"])
     if mem:
@@ -584,26 +580,38 @@ def _time_plot(rows: list[dict[str, Any]], slopes: dict[tuple[Any, ...], dict[st
     cols = 2 if len(methods) > 1 else 1
     rows_n = -(-len(methods) // cols) or 1
     fig, axes = plt.subplots(rows_n, cols, figsize=(6.5 * cols, 4.5 * rows_n), squeeze=False)
+    def label(key: tuple[Any, str], fit: float | None) -> str:
+        workers, phase = key
+        return f"{phase}{'' if workers is None else f' (w={workers})'}" + \
+            (f", slope {fit:.2f}" if fit is not None else "")
+
     for ax, method in zip([a for row in axes for a in row], methods):
-        for (workers, phase), pts in sorted(series[method].items(), key=lambda kv: str(kv[0])):
-            pts = sorted(pts, key=lambda r: r["edges"])
-            fit = slopes.get((method, workers, phase), {}).get("time_slope")
-            label = f"{phase}{'' if workers is None else f' (w={workers})'}" + \
-                (f", slope {fit:.2f}" if fit is not None else "")
-            ax.plot([r["edges"] for r in pts], [r["seconds"] for r in pts], marker="o",
-                    label=label)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(method)
-        ax.set_xlabel("directed edges")
-        ax.set_ylabel("seconds")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        _edges_panel(ax, series[method], "seconds",
+                     lambda key, m=method: slopes.get((m, *key), {}).get("time_slope"), label,
+                     ylabel="seconds", title=method)
     for ax in [a for row in axes for a in row][len(methods):]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _edges_panel(ax: Any, series: dict[Any, list[dict[str, Any]]], y: str,
+                 fit_of: Callable[[Any], float | None],
+                 label_of: Callable[[Any, float | None], str], *, ylabel: str,
+                 title: str) -> None:
+    """One log-log panel: each series' ``y`` against edges, labelled with its fitted slope."""
+    for key, pts in sorted(series.items(), key=lambda kv: str(kv[0])):
+        pts = sorted(pts, key=lambda r: r["edges"])
+        ax.plot([r["edges"] for r in pts], [r[y] for r in pts], marker="o",
+                label=label_of(key, fit_of(key)))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("directed edges")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
