@@ -166,8 +166,14 @@ class CheckpointManager:
             if not found:
                 raise FileNotFoundError(f"no complete checkpoint step-{step} in {self.folder}")
             return read_step_dir(found[-1])
+        found = self.newest_valid()
+        return found[1] if found is not None else None
+
+    def newest_valid(self) -> tuple[str, dict[str, Any]] | None:
+        """``(folder name, state)`` of the newest complete checkpoint that passes its checksum
+        (a damaged newer one is reported in one line and skipped), or None."""
         skipped: list[str] = []
-        for _, candidate in reversed(entries):
+        for _, candidate in reversed(self.entries()):
             try:
                 state = read_step_dir(candidate)
             except CorruptCheckpoint as exc:
@@ -176,8 +182,16 @@ class CheckpointManager:
             if skipped:
                 self.log(f"checkpoint {', '.join(skipped)} in {self.folder} is damaged; "
                          f"resuming from {candidate.name}")
-            return state
+            return candidate.name, state
         if skipped:
             self.log(f"every checkpoint in {self.folder} is damaged ({', '.join(skipped)}); "
                      "starting from scratch")
         return None
+
+    def load_named(self, name: str) -> dict[str, Any]:
+        """The verified state of checkpoint folder ``name`` (:class:`CorruptCheckpoint` if it is
+        missing or damaged)."""
+        folder = self.folder / name
+        if not (folder / MARKER).is_file():
+            raise CorruptCheckpoint(f"{name} is not a complete checkpoint in {self.folder}")
+        return read_step_dir(folder)

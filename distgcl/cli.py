@@ -1,7 +1,7 @@
-"""Command line: ``distgcl train CONFIG [--set KEY=VALUE ...] [--out DIR] [--num-workers N
-[--use-gpu] [--run-name NAME] [--storage PATH]]``, ``distgcl embed RUN_DIR [--graph PATH]
-[--out FILE]``, ``distgcl datasets`` and ``distgcl generate proteins --scale S --out DIR
-[--seed N]``.
+"""Command line: ``distgcl train CONFIG [--set KEY=VALUE ...] [--out DIR] [--use-gpu]
+[--num-workers N [--run-name NAME] [--storage PATH] [--verbose]]``, ``distgcl embed RUN_DIR
+[--graph PATH] [--out FILE]``, ``distgcl datasets`` and ``distgcl generate proteins --scale S
+--out DIR [--seed N]``.
 
 Examples::
 
@@ -14,11 +14,15 @@ Examples::
 
 ``--num-workers N`` runs the same training on N Ray Train workers (the ``dist:`` config section
 holds the same settings plus ``max_failures``, ``checkpoint_every``, ...); the run directory is
-``STORAGE/NAME`` and starting the same command again resumes it.
+``STORAGE/NAME`` and starting the same command again resumes it. Ray's own log lines go to
+``STORAGE/NAME/ray.log`` (``--verbose``: to the console too). ``--use-gpu`` without
+``--num-workers`` trains single-process on the GPU.
 
 Bad input (unknown key, wrong type, out-of-range value, unknown dataset, missing files) prints one
-line on stderr and exits with code 2. A diverged run exits with code 1. New knobs belong in the
-config dataclasses, not in new flags (the flag set is pinned by a test).
+line on stderr and exits with code 2, as do workers the machine or cluster cannot hold. A
+diverged or failed run exits with code 1 (a failed distributed run names the rank that failed
+first). New knobs belong in the config dataclasses, not in new flags (the flag set is pinned by
+a test).
 """
 from __future__ import annotations
 
@@ -44,13 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-workers", type=int, default=None, metavar="N",
                        help="train on N Ray Train workers (dist.num_workers)")
     train.add_argument("--use-gpu", action="store_true", default=None,
-                       help="one GPU per worker (dist.use_gpu)")
+                       help="one GPU per worker (dist.use_gpu); without --num-workers: train "
+                            "on the GPU")
     train.add_argument("--run-name", default=None, metavar="NAME",
                        help="run folder under the storage path; the same name resumes "
                             "(dist.run_name)")
     train.add_argument("--storage", default=None, metavar="PATH",
                        help="storage path of distributed runs, shared on a cluster "
                             "(dist.storage_path)")
+    train.add_argument("--verbose", action="store_true",
+                       help="with --num-workers: Ray's log lines on the console too (always in "
+                            "the run directory's ray.log)")
     embed = sub.add_parser("embed", help="embed a graph with the trained encoder of a run")
     embed.add_argument("run_dir", metavar="RUN_DIR", help="the folder of a distgcl train run")
     embed.add_argument("--graph", default=None, metavar="PATH",
@@ -102,7 +110,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     if config.dist.num_workers is not None:
-        return _train_distributed(config, args.out)
+        return _train_distributed(config, args.out, args.verbose)
+    if config.dist.use_gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            return _fail("--use-gpu (dist.use_gpu): no GPU here (torch.cuda.is_available() is "
+                         "False); train on the CPU without it")
+        config.train.device = "cuda"
     out = args.out or (f"runs/{config.method}-{config.data.name}-"
                        f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     try:
@@ -115,7 +130,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_distributed(config, out: str | None) -> int:  # type: ignore[no-untyped-def]
+def _train_distributed(config, out: str | None,  # type: ignore[no-untyped-def]
+                       verbose: bool = False) -> int:
+    from distgcl.config import ConfigError
     from distgcl.data import DatasetError, missing_files
     from distgcl.data.registry import SPECS, default_root
 
@@ -129,10 +146,13 @@ def _train_distributed(config, out: str | None) -> int:  # type: ignore[no-untyp
         if missing:  # checked on the driver: one line instead of N failing workers
             return _fail(f"dataset {config.data.name!r}: {len(missing)} file(s) missing under "
                          f"{missing[0].parent}: {missing[0].name} ...")
-    from distgcl.distributed.trainer import DistributedTrainingFailed, train_distributed
+    from distgcl.distributed.trainer import (DistributedTrainingFailed, InfeasibleRequest,
+                                             train_distributed)
 
     try:
-        result = train_distributed(config, out)
+        result = train_distributed(config, out, verbose=verbose)
+    except (ConfigError, DatasetError, InfeasibleRequest) as exc:
+        return _fail(str(exc))
     except DistributedTrainingFailed as exc:
         return _fail(f"distributed training failed: {exc} (run directory {exc.run_dir})",
                      EXIT_FAILED)

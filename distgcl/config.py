@@ -290,6 +290,9 @@ class DistConfig:
     address: str | None = None
     """Ray cluster to join (``auto``: the running one; default: ``$RAY_ADDRESS``, else a local
     Ray started on 127.0.0.1)."""
+    startup_timeout_s: float = 300.0
+    """Seconds a cluster may take to start the workers before the run fails with one line
+    (a local Ray is checked at once: its resources are all there will be)."""
 
     def validate(self, prefix: str) -> None:
         if self.num_workers is not None:
@@ -302,6 +305,7 @@ class DistConfig:
             check_at_least(f"{prefix}.checkpoint_every", self.checkpoint_every, 1)
         check_at_least(f"{prefix}.keep_checkpoints", self.keep_checkpoints, 2)
         check_at_least(f"{prefix}.shards", self.shards, 0)
+        check_positive(f"{prefix}.startup_timeout_s", self.startup_timeout_s)
         if self.run_name is not None:
             _check(bool(self.run_name) and "/" not in self.run_name and self.run_name not in
                    (".", ".."), f"{prefix}.run_name must be a plain folder name "

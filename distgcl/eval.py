@@ -44,6 +44,9 @@ class ProbeResult:
     """Adam probe: the epoch of the best validation check per seed (0 for the other probes)."""
     best_c: list[float] = field(default_factory=list)
     """L-BFGS / liblinear probes: the C chosen per seed."""
+    predicted_classes: list[int] = field(default_factory=list)
+    """Adam probe, single-label data: distinct classes predicted on the test set per seed (at
+    the selected epoch; :mod:`distgcl.health` flags a probe predicting one class)."""
 
     @property
     def mean(self) -> float:
@@ -74,8 +77,8 @@ def _padded_index(masks: Tensor) -> tuple[Tensor, Tensor]:
     """``[S, N]`` bool -> node ids ``[S, M]`` and validity weights ``[S, M]`` (padded)."""
     counts = masks.sum(1)
     m = int(counts.max())
-    index = torch.zeros(masks.size(0), m, dtype=torch.long)
-    weight = torch.zeros(masks.size(0), m)
+    index = torch.zeros(masks.size(0), m, dtype=torch.long, device=masks.device)
+    weight = torch.zeros(masks.size(0), m, device=masks.device)
     for s in range(masks.size(0)):
         ids = masks[s].nonzero().view(-1)
         index[s, :ids.numel()] = ids
@@ -94,7 +97,8 @@ def fast_rocauc(scores: Tensor, labels: Tensor) -> Tensor:
     m = scores.size(0)
     ranks = torch.empty_like(scores)
     order = scores.argsort(dim=0)
-    ranks.scatter_(0, order, torch.arange(1, m + 1, dtype=scores.dtype).unsqueeze(1).expand_as(scores))
+    ranks.scatter_(0, order, torch.arange(1, m + 1, dtype=scores.dtype, device=scores.device)
+                   .unsqueeze(1).expand_as(scores))
     pos = labels.sum(0)
     neg = m - pos
     valid = (pos > 0) & (neg > 0)
@@ -116,13 +120,13 @@ def linear_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], *, epochs: int 
         first_slot: index of ``splits[0]`` among all probe seeds; probe ``s`` draws its initial
             weights from ``(seed, first_slot + s)``, so running seeds one at a time reproduces
             the batched run exactly.
-        device: where to train (default: CPU); the initial weights are drawn on the CPU, so a
-            device changes only the floating-point rounding.
+        device: where to train (default: ``z``'s device); the initial weights are drawn on the
+            CPU, so a device changes only the floating-point rounding.
         chunk_rows: validation/test logits are computed for at most this many rows at a time.
 
     Memory: O(S M d) for the S training sets of M rows, plus O(chunk_rows C) per check.
     """
-    dev = torch.device(device) if device is not None else torch.device("cpu")
+    dev = torch.device(device) if device is not None else z.device
     z = z.detach().float().to(dev)
     y = y.to(dev)
     num_seeds, d = len(splits), z.size(1)
@@ -130,7 +134,7 @@ def linear_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], *, epochs: int 
     num_out = int(y.size(1)) if multilabel else int(y.max()) + 1
     train_m, val_m, test_m = (m.to(dev) for m in _stack_masks(splits))
     bound = math.sqrt(6.0 / (d + num_out))  # Xavier-uniform, as PyGCL's LogisticRegression
-    inits = [torch.rand(d, num_out, generator=torch.Generator().manual_seed(
+    inits = [torch.rand(d, num_out, device="cpu", generator=torch.Generator().manual_seed(
         seed * 1_000_003 + first_slot + s)) for s in range(num_seeds)]
     # the weights are held transposed, [S, C, d]: the logits' backward is then
     # grad^T [S, C, M] @ x_train [S, M, d], a plain batched GEMM; with [S, d, C] weights it is
@@ -148,9 +152,10 @@ def linear_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], *, epochs: int 
     val_ids = [val_m[s].nonzero().view(-1) for s in range(num_seeds)]
     test_ids = [test_m[s].nonzero().view(-1) for s in range(num_seeds)]
 
-    best_val = torch.full((num_seeds,), -1.0)
-    best_test = torch.zeros(num_seeds)
-    best_epoch = torch.zeros(num_seeds, dtype=torch.long)
+    # the per-seed bookkeeping stays on the CPU (the scores come back there)
+    best_val = torch.full((num_seeds,), -1.0, device="cpu")
+    best_test = torch.zeros(num_seeds, device="cpu")
+    best_epoch = torch.zeros(num_seeds, dtype=torch.long, device="cpu")
     best_weight, best_bias = weight_t.detach().clone(), bias.detach().clone()
     for epoch in range(1, epochs + 1):
         opt.zero_grad()
@@ -184,8 +189,12 @@ def linear_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], *, epochs: int 
         best_test = torch.tensor([ogb_rocauc(_logits(z, best_weight[s].t(), best_bias[s].t(),
                                                      test_ids[s], chunk_rows).cpu(),
                                              y[test_ids[s]].cpu()) / 100.0
-                                  for s in range(num_seeds)], dtype=torch.float64)
-    return ProbeResult([100.0 * float(s) for s in best_test], [int(e) for e in best_epoch])
+                                  for s in range(num_seeds)], dtype=torch.float64, device="cpu")
+    predicted = [] if multilabel else [
+        int(_logits(z, best_weight[s].t(), best_bias[s].t(), test_ids[s], chunk_rows)
+            .argmax(1).unique().numel()) for s in range(num_seeds)]
+    return ProbeResult([100.0 * float(s) for s in best_test], [int(e) for e in best_epoch],
+                       predicted_classes=predicted)
 
 
 def _logits(z: Tensor, weight: Tensor, bias: Tensor, ids: Tensor, chunk_rows: int) -> Tensor:
@@ -224,7 +233,7 @@ def _scores(z: Tensor, y: Tensor, weight: Tensor, bias: Tensor, ids: list[Tensor
     Accuracy is accumulated chunk by chunk (O(chunk_rows C) memory); ROC-AUC ranks all scored
     rows at once, so it keeps their :math:`(|ids_s|, C)` logits.
     """
-    out = torch.zeros(len(ids))
+    out = torch.zeros(len(ids), device="cpu")
     for s, rows in enumerate(ids):
         if rows.numel() == 0:
             continue

@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 import torch
 from torch import nn
 
-from distgcl.checkpoint import CheckpointManager
+from distgcl.checkpoint import CheckpointManager, CorruptCheckpoint
 from distgcl.work import GraphServices
 
 T = TypeVar("T")
@@ -84,9 +84,25 @@ class Runtime:
         return CheckpointManager(self.run_dir / "checkpoints", keep_latest_k=self.keep_checkpoints)
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        """The newest usable checkpoint (damaged ones are skipped with one line), or None."""
+        """The newest usable checkpoint (damaged ones are skipped with one line), or None; the
+        same one on every rank: the chief chooses it and tells the others, who load that one
+        (storage may look different from another node). A rank that cannot read it stops every
+        rank with :class:`~distgcl.checkpoint.CorruptCheckpoint`."""
         manager = self.checkpoint_manager()
-        return manager.load() if manager is not None else None
+        if manager is None:
+            return None
+        found = manager.newest_valid() if self.is_chief else None
+        name = self.all_gather_object(found[0] if found is not None else None)[0]
+        state, error = (found[1] if found is not None else None), ""
+        if name is not None and not self.is_chief:
+            try:
+                state = manager.load_named(name)
+            except CorruptCheckpoint as exc:
+                error = f"rank {self.rank} cannot read checkpoint {name} chosen by rank 0 ({exc})"
+        errors = [e for e in self.all_gather_object(error) if e]
+        if errors:
+            raise CorruptCheckpoint(errors[0])
+        return state
 
     def save_checkpoint(self, step: int, state: dict[str, Any], metrics: dict[str, Any]) -> None:
         """Called by every rank; the chief writes ``state`` (already gathered over ranks)."""

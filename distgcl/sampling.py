@@ -93,13 +93,13 @@ def select_neighbors(degree: Tensor, k: int, replace: bool = False,
         (Tensor, Tensor): ``owner`` (index into the frontier) and ``offset`` (position in that
         node's in-edge list) of every kept edge, grouped by owner.
     """
-    f = degree.numel()
+    f, dev = degree.numel(), degree.device
     if k < 0 or (not replace and bool((degree <= k).all())):
-        return _every_in_edge(torch.arange(f), degree)
+        return _every_in_edge(torch.arange(f, device=dev), degree)
     if replace:
         has = degree > 0
-        owner = torch.repeat_interleave(torch.arange(f)[has], k)
-        r = torch.rand(owner.numel(), generator=generator, dtype=torch.float64)
+        owner = torch.repeat_interleave(torch.arange(f, device=dev)[has], k)
+        r = _uniform((owner.numel(),), generator, dev)
         offset = (r * degree[owner]).long().clamp_max(degree[owner] - 1)
         return owner, offset
     # Without replacement: Robert Floyd's algorithm, vectorized over the frontier nodes with
@@ -108,10 +108,10 @@ def select_neighbors(degree: Tensor, k: int, replace: bool = False,
     # node, where a random key per candidate edge (a sort over sum(deg)) cost 60x the kept
     # edges at proteins' average degree ~600 with k = 10.
     small = degree <= k
-    owner_small, offset_small = _every_in_edge(torch.arange(f)[small], degree[small])
-    rows_big = torch.arange(f)[~small]
-    last = degree[~small].unsqueeze(1) - k + torch.arange(k)  # [B, k]: d - k + s
-    draws = torch.rand(rows_big.numel(), k, generator=generator, dtype=torch.float64)
+    owner_small, offset_small = _every_in_edge(torch.arange(f, device=dev)[small], degree[small])
+    rows_big = torch.arange(f, device=dev)[~small]
+    last = degree[~small].unsqueeze(1) - k + torch.arange(k, device=dev)  # [B, k]: d - k + s
+    draws = _uniform((rows_big.numel(), k), generator, dev)
     chosen = torch.minimum((draws * (last + 1)).long(), last)
     for step in range(1, k):
         taken = (chosen[:, :step] == chosen[:, step:step + 1]).any(1)
@@ -122,10 +122,18 @@ def select_neighbors(degree: Tensor, k: int, replace: bool = False,
     return owner[order], offset[order]
 
 
+def _uniform(shape: tuple[int, ...], generator: torch.Generator | None,
+             device: torch.device) -> Tensor:
+    """float64 uniforms drawn on the generator's device (the same numbers wherever the caller's
+    tensors live), returned on ``device``."""
+    where = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, dtype=torch.float64, device=where).to(device)
+
+
 def _every_in_edge(rows: Tensor, degree: Tensor) -> tuple[Tensor, Tensor]:
     """``owner`` / ``offset`` of every in-edge of ``rows`` (in-degrees ``degree``)."""
     owner = torch.repeat_interleave(rows, degree)
-    offset = torch.arange(owner.numel()) - torch.repeat_interleave(
+    offset = torch.arange(owner.numel(), device=rows.device) - torch.repeat_interleave(
         torch.cumsum(degree, 0) - degree, degree)
     return owner, offset
 
@@ -163,10 +171,11 @@ def sample_from_lists(seeds: NodeIds, num_neighbors: Sequence[int], in_degree: I
     seeds = seeds.long().flatten()
     b = seeds.numel()
     seen, seen_local = torch.sort(seeds)
-    seen_local = torch.arange(b)[seen_local]
+    dev = seeds.device
+    seen_local = torch.arange(b, device=dev)[seen_local]
     nodes, srcs, dsts, eids = [seeds], [], [], []
     num_nodes_hop, num_edges_hop = [b], []
-    frontier, frontier_aux, frontier_local, count = seeds, seed_aux, torch.arange(b), b
+    frontier, frontier_aux, frontier_local, count = seeds, seed_aux, torch.arange(b, device=dev), b
 
     def lookup(ids: Tensor) -> Tensor:
         pos = torch.searchsorted(seen, ids).clamp_max(max(seen.numel() - 1, 0))
@@ -184,10 +193,10 @@ def sample_from_lists(seeds: NodeIds, num_neighbors: Sequence[int], in_degree: I
         src = src.long()
         unseen = lookup(src) < 0
         new, inverse = torch.unique(src[unseen], return_inverse=True)  # sorted global ids
-        new_local = torch.arange(count, count + new.numel())
+        new_local = torch.arange(count, count + new.numel(), device=dev)
         new_aux = None
         if src_aux is not None:
-            new_aux = torch.empty(new.numel(), dtype=src_aux.dtype)
+            new_aux = torch.empty(new.numel(), dtype=src_aux.dtype, device=src_aux.device)
             new_aux[inverse] = src_aux[unseen]
         count += new.numel()
         seen, order = torch.sort(torch.cat([seen, new]))
@@ -199,7 +208,7 @@ def sample_from_lists(seeds: NodeIds, num_neighbors: Sequence[int], in_degree: I
         num_nodes_hop.append(new.numel())
         num_edges_hop.append(src.numel())
         frontier, frontier_aux, frontier_local = new, new_aux, new_local
-    empty = torch.empty(0, dtype=torch.long)
+    empty = torch.empty(0, dtype=torch.long, device=dev)
     edge_index = torch.stack([torch.cat(srcs) if srcs else empty,
                               torch.cat(dsts) if dsts else empty])
     return SampledSubgraph(n_id=torch.cat(nodes), edge_index=edge_index, batch_size=b,
@@ -254,7 +263,7 @@ class CSRNeighborSampler:
         self.nbr = row[perm]  # [E] sources grouped by target
         self.eid = perm  # [E] original edge ids
         counts = torch.bincount(col, minlength=self.num_nodes)
-        self.rowptr = torch.zeros(self.num_nodes + 1, dtype=torch.long)
+        self.rowptr = torch.zeros(self.num_nodes + 1, dtype=torch.long, device=col.device)
         torch.cumsum(counts, 0, out=self.rowptr[1:])
 
     def __repr__(self) -> str:
@@ -334,7 +343,8 @@ def uniform_negatives(num_nodes: int, k: int, generator: torch.Generator | None 
     """``k`` negative candidates drawn uniformly (with replacement) from all nodes, O(k)."""
     if k < 1:
         raise ValueError(f"k must be >= 1 (got {k})")
-    return torch.randint(0, num_nodes, (k,), generator=generator)
+    return torch.randint(0, num_nodes, (k,), generator=generator,
+                         device=generator.device if generator is not None else None)
 
 
 __all__ = ["SampledSubgraph", "CSRNeighborSampler", "PyGNeighborSampler", "check_seeds",

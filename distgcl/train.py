@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distgcl.checkpoint import atomic_torch_save, atomic_write_text
+from distgcl.health import report_health
 from distgcl.config import Config
 from distgcl.data import GraphDataset, default_cache, load_from_config
 from distgcl.eval import clustering_scores
@@ -58,20 +59,43 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seed_model_noise(method: Method) -> None:
+    """Seed the global RNGs (RReLU's slopes, dropout) after the initial parameters: one stream
+    shared by all ranks where the objective is full-batch (so data-parallel draws the
+    single-process noise), one per rank where each rank runs its own mini-batch
+    (:attr:`Method.shared_model_noise`)."""
+    seed_everything(method.work.global_seed(shared=method.shared_model_noise))
+
+
 def _rng_state() -> dict[str, Any]:
+    """This process's global RNG states: torch (CPU), numpy, random, and one CUDA state per
+    visible GPU (``cuda``: a list, empty on a machine without CUDA)."""
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
              "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    state["cuda"] = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def _set_rng_state(state: dict[str, Any]) -> str | None:
+    """Restore :func:`_rng_state`'s states. The CUDA states are restored for the GPUs both the
+    checkpoint and this run have (device ``i`` from saved state ``i``); on another layout (fewer
+    or more GPUs, CPU <-> GPU) the others keep their seeded state, and one line says so (also
+    returned; ``None`` when everything was restored)."""
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = list(state.get("cuda") or [])
+    here = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for i in range(min(len(saved), here)):
+        torch.cuda.set_rng_state(saved[i], device=i)
+    if len(saved) == here:
+        return None
+    line = (f"distgcl: cuda RNG: checkpoint has {len(saved)} devices, this run {here}; "
+            f"restored {min(len(saved), here)}, "
+            + (f"restarted {here - len(saved)} from seed" if here > len(saved)
+               else f"dropped {len(saved) - here}"))
+    print(line, flush=True)
+    return line
 
 
 def write_outputs(method: Method, dataset: GraphDataset, config: Config, out: Path | None,
@@ -107,8 +131,9 @@ def evaluate(method: Method, dataset: GraphDataset, config: Config,
         return {"skipped": {"linear_probe": reason, "clustering": reason}}
     skipped: dict[str, str] = {}
     # the split rule, probe and normalization of eval.protocol (distgcl/protocols.py)
+    # on the run's device (the encoder's: Ray Train picks the GPU, config.train.device is CPU)
     probe, settings = probe_embeddings(z, dataset, e, config.train.seed,
-                                       device=config.train.device)
+                                       device=next(method.encoder.parameters()).device)
     metrics: dict[str, Any] = {"probe": settings}
     if dataset.multilabel:
         metrics.update(rocauc_mean=probe.mean, rocauc_std=probe.std, rocauc_per_seed=probe.scores)
@@ -116,6 +141,7 @@ def evaluate(method: Method, dataset: GraphDataset, config: Config,
     else:
         metrics.update(accuracy_mean=probe.mean, accuracy_std=probe.std,
                        accuracy_per_seed=probe.scores)
+        metrics["probe_predicted_classes"] = probe.predicted_classes  # for distgcl.health
         if e.clustering:
             metrics.update(clustering_scores(z, data.y.cpu(), dataset.num_classes,
                                              e.clustering_runs, seed=config.train.seed))
@@ -268,7 +294,8 @@ def run_training(config: Config, out_dir: str | Path | None = None,
     device = runtime.device
     cache_root = Path(config.data.cache) if config.data.cache else default_cache()
     work = Work(rank=runtime.rank, world_size=runtime.world_size, seed=t.seed, device=device,
-                services=runtime.graph_services(config, cache_root))
+                services=runtime.graph_services(config, cache_root),
+                sum_over_ranks=runtime.all_reduce_sum)
 
     dataset = _load_dataset(config, runtime)
     data = dataset.data.to(device)
@@ -277,7 +304,7 @@ def run_training(config: Config, out_dir: str | Path | None = None,
     seed_everything(t.seed)  # identical initial parameters on every rank
     method = build_method(config, info, work).to(device)
     method.configure_optimizers()
-    seed_everything(work.global_seed())  # then one global stream per rank (e.g. RReLU)
+    seed_model_noise(method)
 
     state = runtime.load_checkpoint() if t.resume else None
     prep_start = time.perf_counter()
@@ -359,16 +386,7 @@ def run_training(config: Config, out_dir: str | Path | None = None,
                     _maybe_fail(out, runtime.rank, global_step, fail_points)
         except TrainingDiverged as exc:
             bar.close()
-            where = ""
-            if snapshot.state is not None:
-                method.load_state_dict(snapshot.state["model"])
-                method.load_optimizer_state(snapshot.state["optimizers"])
-                if out is not None and chief:
-                    atomic_torch_save({**snapshot.state, "epoch": snapshot.epoch},
-                                      out / "last_good.pt")
-                    where = (f"; last good state (epoch {snapshot.epoch}) saved to "
-                             f"{out / 'last_good.pt'}")
-            raise TrainingDiverged(f"epoch {epoch}: {exc}{where}") from None
+            _diverged(runtime, method, snapshot, out, f"epoch {epoch}: {exc}")
         elapsed = time.perf_counter() - tick
         partial["seconds"] += elapsed
         train_seconds += elapsed
@@ -418,6 +436,7 @@ def run_training(config: Config, out_dir: str | Path | None = None,
             "outputs": outputs,
             **runtime.worker_info(),
         }
+        result["health"] = report_health(z, metrics, dataset.num_classes)  # one line if bad
         if hasattr(method, "describe"):  # method-specific statistics (E2Neg: centres, purity)
             result["method_info"] = method.describe()
         if out is not None:
@@ -429,6 +448,22 @@ def run_training(config: Config, out_dir: str | Path | None = None,
     runtime.report({"epochs_run": len(records), "global_step": global_step,
                     **({"loss": records[-1]["loss"]} if records else {})})
     return result
+
+
+def _diverged(runtime: Runtime, method: Method, snapshot: _Snapshot, out: Path | None,
+              message: str) -> None:
+    """Every rank stops here at the same step (the loss check is agreed over ranks): restore the
+    last good state, let the chief save it as ``last_good.pt``, raise the chief's one line."""
+    where = ""
+    if snapshot.state is not None:
+        method.load_state_dict(snapshot.state["model"])
+        method.load_optimizer_state(snapshot.state["optimizers"])
+        if out is not None and runtime.is_chief:
+            atomic_torch_save({**snapshot.state, "epoch": snapshot.epoch}, out / "last_good.pt")
+            where = (f"; last good state (epoch {snapshot.epoch}) saved to "
+                     f"{out / 'last_good.pt'}")
+    # the chief's line on every rank (their snapshots may be of different epochs)
+    raise TrainingDiverged(runtime.all_gather_object(message + where)[0]) from None
 
 
 def _empty_partial() -> dict[str, Any]:

@@ -89,6 +89,9 @@ class Work:
             (default: CPU).
         services (GraphServices, optional): graph operations the trainer runs for the method
             (default: none: the method's own code).
+        sum_over_ranks (callable, optional): element-wise sums of a ``{name: float}`` dict over
+            all ranks, a collective every rank calls at the same point (the trainer's
+            ``Runtime.all_reduce_sum``; default: one process, the dict itself).
     """
 
     rank: int = 0
@@ -96,6 +99,7 @@ class Work:
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     services: GraphServices = field(default_factory=GraphServices)
+    sum_over_ranks: Callable[[dict[str, float]], dict[str, float]] = dict
 
     def __post_init__(self) -> None:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
@@ -111,9 +115,11 @@ class Work:
         gen.manual_seed(derive_seed(self.seed, purpose, None if shared else self.rank))
         return gen
 
-    def global_seed(self) -> int:
-        """Seed of this rank's global RNGs (torch, numpy, random: e.g. RReLU's slopes)."""
-        return derive_seed(self.seed, STREAM_GLOBAL, self.rank)
+    def global_seed(self, shared: bool = False) -> int:
+        """Seed of the global RNGs (torch, numpy, random: RReLU's slopes, dropout);
+        ``shared=True``: the same on every rank (a full-batch objective, where every rank runs
+        the whole forward and must draw the single-process noise)."""
+        return derive_seed(self.seed, STREAM_GLOBAL, None if shared else self.rank)
 
     # ------------------------------------------------------------------ anchors
     def share(self, ids: Tensor) -> Share:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Submit a distgcl training run to a Ray cluster with ``ray job submit``.
 
-    RAY_AUTH_MODE=token python launch/submit.py configs/pubmed_nml.yaml \\
+    python launch/submit.py configs/pubmed_nml.yaml \\
         --address http://HEAD:8265 --num-workers 4 --run-name pubmed-nml-1 \\
         --storage /shared/distgcl-runs [--set train.epochs=50 ...] [--no-wait] [--dry-run]
 
@@ -21,8 +21,11 @@ What it runs (printed first, so it can be copied)::
   (Ray Train V2 resumes from ``(storage_path, name)``; a job is never restarted by Ray itself).
 * ``DISTGCL_DATA``, ``DISTGCL_CACHE``, ``DISTGCL_STORAGE`` and ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``
   are passed on to the job when set here (``--env KEY=VALUE`` adds more).
-* ``ray job submit`` needs ``RAY_AUTH_MODE=token`` in the client's environment on clusters with
-  token authentication (Ray's default): this script sets it unless it is set.
+* Authentication follows the cluster: the script asks the dashboard which mode it runs
+  (``/api/authentication_mode``, a public endpoint). Without token authentication it submits
+  plainly; with it, it passes ``RAY_AUTH_MODE=token`` and uses the token Ray documents
+  (``RAY_AUTH_TOKEN``, else the file ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``); when
+  none is there it says so in one line (exit 2) with the command that prints the head's token.
 """
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +85,61 @@ def ray_cli() -> str:
     return str(beside) if beside.exists() else "ray"
 
 
+class SubmitError(RuntimeError):
+    """A problem the user fixes before submitting (printed as one line, exit 2)."""
+
+
+def cluster_auth_mode(address: str, timeout_s: float = 10.0) -> str:
+    """The head's authentication mode, ``"disabled"`` or ``"token"``, from its dashboard."""
+    url = address.rstrip("/") + "/api/authentication_mode"
+    if "://" not in url:
+        url = "http://" + url
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (user URL)
+            mode = json.loads(response.read().decode())["authentication_mode"]
+    except urllib.error.HTTPError as err:
+        if err.code == 404:  # a Ray without token authentication has no such endpoint
+            return "disabled"
+        raise SubmitError(f"the Ray dashboard at {address} answered {err.code} to {url}") from err
+    except (OSError, ValueError, KeyError) as err:
+        raise SubmitError(f"cannot reach the Ray dashboard at {address} ({err}); is the head "
+                          f"running (`ray start --head`) and is --address its dashboard "
+                          f"(http://HEAD:8265)?") from err
+    return str(mode)
+
+
+def find_auth_token(env: dict[str, str]) -> str | None:
+    """Where Ray's client finds a token, in Ray's order; ``None`` when there is none."""
+    if env.get("RAY_AUTH_TOKEN", "").strip():
+        return "RAY_AUTH_TOKEN"
+    candidates = []
+    if env.get("RAY_AUTH_TOKEN_PATH"):
+        candidates.append(Path(env["RAY_AUTH_TOKEN_PATH"]).expanduser())
+    home = env.get("HOME")
+    candidates.append((Path(home) if home else Path.home()) / ".ray" / "auth_token")
+    for path in candidates:
+        if path.is_file() and path.read_text().strip():
+            return str(path)
+    return None
+
+
+def submit_env(address: str, env: dict[str, str]) -> dict[str, str]:
+    """The client's environment for ``ray job submit``, following the cluster's auth mode."""
+    env = dict(env)
+    mode = cluster_auth_mode(address)
+    if mode != "token":
+        env.pop("RAY_AUTH_MODE", None)  # a forced token mode fails against a plain head
+        return env
+    if find_auth_token(env) is None:
+        raise SubmitError(
+            f"the cluster at {address} uses token authentication and no token is set here "
+            f"(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token): on the head run "
+            f"`ray get-auth-token` and pass it as RAY_AUTH_TOKEN=... (or copy the head's "
+            f"~/.ray/auth_token here)")
+    env["RAY_AUTH_MODE"] = "token"
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config", help="YAML config (inside this checkout, or an absolute path "
@@ -107,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     print("+ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     if args.dry_run:
         return 0
-    env = {**os.environ}
-    env.setdefault("RAY_AUTH_MODE", "token")
+    try:
+        env = submit_env(args.address, dict(os.environ))
+    except SubmitError as err:
+        print(f"launch/submit.py: error: {err}", file=sys.stderr)
+        return 2
     return subprocess.call(cmd, env=env, cwd=REPO)
 
 

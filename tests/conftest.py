@@ -30,3 +30,20 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _isolated_cache(monkeypatch: pytest.MonkeyPatch, cache_dir: Path) -> None:
     # Never touch the user's ~/.cache from tests.
     monkeypatch.setenv("DISTGCL_CACHE", str(cache_dir))
+
+
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.gpu`` (or ``gpu(count=2)``): skip unless that many CUDA GPUs are visible
+    (PyG's ``withCUDA``); the GPU tests skip cleanly on a CPU-only machine such as CI."""
+    marker = item.get_closest_marker("gpu")
+    if marker is None:
+        return
+    need, have = int(marker.kwargs.get("count", 1)), _cuda_devices()
+    if have < need:
+        pytest.skip(f"needs {need} CUDA GPU(s), this machine has {have}")

@@ -72,11 +72,21 @@ def test_mid_epoch_resume_reproduces_uninterrupted_run(tmp_path: Path, monkeypat
 
 
 def test_resume_past_a_damaged_newest_checkpoint(tmp_path: Path, capsys) -> None:
+    """The resume from step 8 (mid-epoch 2) past a truncated step 10 reproduces the
+    uninterrupted 3-epoch run: the same per-epoch losses, embeddings and accuracy."""
+    full = _run(tmp_path / "full", "train.epochs=3", "train.checkpoint_every=2")
     _run(tmp_path / "a", "train.epochs=2", "train.checkpoint_every=2")
     newest = tmp_path / "a" / "checkpoints" / "step-10" / "state.pt"
     newest.write_bytes(newest.read_bytes()[:100])
     capsys.readouterr()
-    _run(tmp_path / "a", "train.epochs=3", "train.checkpoint_every=2")
+    resumed = _run(tmp_path / "a", "train.epochs=3", "train.checkpoint_every=2")
     err = capsys.readouterr().err
     assert "step-10" in err and "resuming from step-8" in err and "Traceback" not in err
-    assert [e for e, _, _ in _losses(tmp_path / "a")] == [1, 2, 3]
+    resumes = [json.loads(line) for line in (tmp_path / "a" / "resumes.jsonl").read_text()
+               .splitlines()]
+    assert [r["from_step"] for r in resumes] == [8]
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "full")  # epoch 2 from its partial sums
+    z_full, z_resumed = (torch.load(d / "embeddings.pt") for d in (tmp_path / "full",
+                                                                   tmp_path / "a"))
+    assert torch.equal(z_full, z_resumed)
+    assert resumed["metrics"]["accuracy_mean"] == full["metrics"]["accuracy_mean"]

@@ -84,6 +84,44 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capture
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
 
 
+def _one_error_line(err: str, message: str) -> None:
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+
+
+def test_use_gpu_without_workers_trains_on_the_gpu_or_says_why(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    args = ["train", str(REPO / "configs/quickstart.yaml"), "--out", str(tmp_path), "--use-gpu"]
+    for item in TINY:
+        args += ["--set", item]
+    code = main(args)
+    if torch.cuda.is_available():
+        assert code == 0
+        result = json.loads((tmp_path / "result.json").read_text())
+        assert result["config"]["train"]["device"] == "cuda"
+    else:
+        assert code == 2
+        _one_error_line(capsys.readouterr().err, "--use-gpu (dist.use_gpu): no GPU here")
+        assert not (tmp_path / "result.json").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--storage", "/proc/nope"], "cannot create the run directory /proc/nope/"),
+    (["--set", "method=e2neg", "--set", "dist.shards=2"],
+     "dist.shards needs a block eigensolver: e2neg.solver must be one of"),
+])
+def test_distributed_bad_input_is_found_before_ray_starts(
+        tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], message: str) -> None:
+    ray = pytest.importorskip("ray")
+    storage = [] if "--storage" in extra else ["--storage", str(tmp_path)]
+    code = main(["train", str(REPO / "configs/quickstart.yaml"), "--num-workers", "2",
+                 "--run-name", "bad", *storage, *extra])
+    assert code == 2
+    _one_error_line(capsys.readouterr().err, message)
+    assert not ray.is_initialized()  # nothing started
+
+
 def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["train", str(tmp_path / "nope.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
@@ -117,7 +155,7 @@ def test_cli_flag_set_is_pinned() -> None:
     flags = {name: sorted(o for a in p._actions for o in a.option_strings)
              for name, p in sub.choices.items()}
     assert flags == {"train": ["--help", "--num-workers", "--out", "--run-name", "--set",
-                               "--storage", "--use-gpu", "-h"],
+                               "--storage", "--use-gpu", "--verbose", "-h"],
                      "embed": ["--graph", "--help", "--out", "-h"],
                      "datasets": ["--help", "--root", "-h"],
                      "generate": ["--help", "--out", "--scale", "--seed", "-h"],

@@ -48,11 +48,19 @@ def test_overrides_and_coercion() -> None:
     ("eval.protocol=grace", "eval.protocol must be one of 'default', 'pygcl-10-80-10'"),
     ("eval.probe_c_grid=[1, x]", r"eval.probe_c_grid\[1\] must be a number"),
     ("eval.probe_c_grid=[]", "eval.probe_c_grid must be a non-empty list"),
+    ("dist.startup_timeout_s=0", "dist.startup_timeout_s must be > 0"),
+    ("dist.startup_timeout_s=-5", "dist.startup_timeout_s must be > 0"),
 ])
 def test_bad_values_are_one_line_errors(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         load_config(REPO / "configs/quickstart.yaml", [override])
     assert "\n" not in str(info.value)
+
+
+def test_startup_timeout_default_a_user_accepts() -> None:
+    c = load_config(REPO / "configs/quickstart.yaml", ["dist.startup_timeout_s=12.5"])
+    assert c.dist.startup_timeout_s == 12.5
+    assert load_config(REPO / "configs/quickstart.yaml").dist.startup_timeout_s == 300.0
 
 
 def test_numbers_parse_as_a_user_means() -> None:

@@ -5,13 +5,15 @@ on torch >= 2.6, so the PyG storage classes it pickles are allow-listed; (2) the
 a read-only root, so the dataset directory is mirrored into a writable cache with symlinks and
 processed there; (3) the mirror remembers the raw files' sizes and times, and drops the processed
 file when they change (a dataset regenerated in the same folder would otherwise load stale).
+Mirroring and processing run under a file lock and count once their completion marker (holding
+those sizes and times) is written last (:func:`distgcl.data.cache.build_once`), so concurrent
+ranks and nodes never load a half-written processed file.
 
 ogbn-proteins has no node features; :func:`proteins_node_features` aggregates the edge features.
 """
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -19,6 +21,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import to_undirected
 
+from distgcl.data.cache import build_once
 from distgcl.data.splits import index_to_mask
 
 _SAFE_GLOBALS_DONE = False
@@ -105,14 +108,10 @@ def _fingerprint(source: Path, name: str) -> list:
     return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
 
 
-def _mirror(source: Path, cache: Path, name: str) -> None:
-    """Symlink the raw/split folders and the release marker into a writable directory; drop the
-    processed file if the raw files changed since it was made."""
+def _mirror(source: Path, cache: Path) -> None:
+    """Symlink the raw/split folders and the release marker into a writable directory (the
+    caller holds its lock and drops a stale processed folder)."""
     cache.mkdir(parents=True, exist_ok=True)
-    stamp, current = cache / "source-files.json", _fingerprint(source, name)
-    if not stamp.is_file() or json.loads(stamp.read_text()) != current:
-        shutil.rmtree(cache / "processed", ignore_errors=True)
-        stamp.write_text(json.dumps(current))
     for entry in ("raw", "split"):
         link = cache / entry
         if not link.exists():
@@ -129,17 +128,19 @@ def load_ogb(name: str, source_root: Path, cache_root: Path, *, download: bool,
     from ogb.nodeproppred import PygNodePropPredDataset
 
     allow_pyg_pickles()
-    source = source_root / ogb_dir(name)
-    if source.is_dir():
-        _mirror(source, cache_root / ogb_dir(name), name)
-        root = cache_root
-    elif download:
-        root = cache_root
-    else:  # the registry checks files first; this is a last guard
+    source, mirror = source_root / ogb_dir(name), cache_root / ogb_dir(name)
+    if not source.is_dir() and not download:  # the registry checks files first; a last guard
         raise FileNotFoundError(f"{source} does not exist")
-    dataset = PygNodePropPredDataset(name=name, root=str(root))
-    split = dataset.get_idx_split()
-    data = dataset[0]
+
+    def process() -> tuple[Data, dict]:
+        if source.is_dir():
+            _mirror(source, mirror)
+        dataset = PygNodePropPredDataset(name=name, root=str(cache_root))
+        return dataset[0], dataset.get_idx_split()
+
+    # the marker holds the raw files' sizes and times: processed files of other ones are dropped
+    stamp = json.dumps(_fingerprint(source, name)) if source.is_dir() else "downloaded"
+    data, split = build_once(mirror, mirror / "processed", process, stamp=stamp)
     n = data.num_nodes
     if name == "ogbn-proteins":
         x = proteins_node_features(data.edge_index, data.edge_attr, n, data.node_species,

@@ -135,12 +135,28 @@ def _cache_dir(cache: Path, root: Path) -> Path:
 
 
 def _load_pyg(name: str, root: Path, cache: Path) -> Data:
-    """Planetoid / Amazon / Coauthor through PyG, processing into the cache, not into ``root``."""
-    from torch_geometric.datasets import Amazon, Coauthor, Planetoid
+    """Planetoid / Amazon / Coauthor through PyG, processing into the cache, not into ``root``.
+
+    PyG writes its processed files in place, so processing runs under a lock on the dataset's
+    cache folder and counts only once its completion marker is written
+    (:func:`distgcl.data.cache.build_once`): concurrent ranks and nodes process it once, and a
+    process killed mid-way leaves files that the next one redoes, never loads."""
+    from distgcl.data.cache import build_once
 
     spec = SPECS[name]
     family_root = _cache_dir(cache, root) / spec.raw_dir.split("/")[0]
     raw = family_root / spec.raw_dir.split("/", 1)[1]
+    # PyG's processed_dir of all three families: <family root>/<Name>/processed, beside raw/
+    return build_once(raw.parent, raw.parent / "processed",
+                      lambda: _process_pyg(name, root, family_root, raw))
+
+
+def _process_pyg(name: str, root: Path, family_root: Path, raw: Path) -> Data:
+    """Link the raw files into ``raw`` and let PyG process (or load) the dataset (under the
+    caller's lock)."""
+    from torch_geometric.datasets import Amazon, Coauthor, Planetoid
+
+    spec = SPECS[name]
     raw.mkdir(parents=True, exist_ok=True)
     for fname in spec.raw_files:
         src, dst = root / spec.raw_dir / fname, raw / fname
@@ -258,9 +274,22 @@ def load_dataset(name: str, root: str | Path | None = None, *, cache: str | Path
         # zero mean, unit variance per column over this graph's nodes (constant columns -> 0)
         data.x = (data.x - data.x.mean(0)) / data.x.std(0).clamp_min(1e-6)
     if normalize_features:
-        # Row-normalize as PyG's NormalizeFeatures (GRACE, E2Neg); zero rows stay zero.
-        data.x = data.x / data.x.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        data.x = normalize_rows(data.x)
     return GraphDataset(name, data, num_classes, multilabel, split)
+
+
+def normalize_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows summing to one, as PyG's ``NormalizeFeatures`` (GRACE, E2Neg): features with a
+    negative entry are first shifted by the (global) minimum, so every entry is in ``[0, 1]``;
+    a row that is zero (after the shift) stays zero.
+
+    Non-negative features are only divided (bit-identical to before). Unlike PyG, the row sum is
+    clamped at ``1e-12``, not ``1``, so rows summing below one (PubMed's TF-IDF) still sum to one.
+    Without the shift, a real-valued row whose entries cancel divides by ~0 (values ~1e10).
+    """
+    if x.numel() and bool((x < 0).any()):
+        x = x - x.min()
+    return x / x.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def load_from_config(cfg: object, seed: int) -> GraphDataset:

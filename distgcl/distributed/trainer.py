@@ -19,29 +19,47 @@ Run directory ``{storage_path}/{run_name}``: ``step-N-<session>/`` checkpoints, 
 ``ray.train.report`` is a barrier that waits for the controller's poll, every 2 s by default:
 :func:`train_distributed` lowers ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`` to 0.25 s (unless set),
 which also detects a dead worker sooner.
+
+Failures are one line each: a request the local Ray cannot hold (workers x CPUs/GPUs per worker)
+fails before any worker starts, one a cluster does not start within ``dist.startup_timeout_s``
+fails then (:class:`InfeasibleRequest`); a :class:`~distgcl.config.ConfigError` or
+:class:`~distgcl.data.DatasetError` raised in a worker is not retried (the worker leaves
+``.fatal.json`` and a restarted group ends at once); any other failure names the rank that failed
+first (:class:`DistributedTrainingFailed`). Ray's own log lines (the controller's, Ray Train's
+per-report lines) go to ``ray.log`` in the run directory, the workers' own output to the console
+(``verbose=True``: Ray's lines too).
 """
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import gc
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from distgcl.checkpoint import CheckpointManager, atomic_write_text, write_step_dir
-from distgcl.config import Config
+from distgcl.config import Config, ConfigError
 from distgcl.memory import peak_rss_mb
 from distgcl.runtime import Runtime
 from distgcl.work import GraphServices
 
 HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 DEFAULT_HEALTH_CHECK_S = "0.25"
+START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+PRINT_PATCH_ENV = "RAY_TRAIN_ENABLE_PRINT_PATCH"
+RAY_LOG = "ray.log"
+"""Ray's log lines of a run (the controller's, Ray Train's), in the run directory."""
+FATAL_FILE = ".fatal.json"
+"""Written by a worker that raised an error a restart cannot fix; a restarted group stops."""
+RAY_LOGGERS = ("ray", "ray.train")
 
 
 class RayTrainRuntime(Runtime):
@@ -133,14 +151,28 @@ class RayTrainRuntime(Runtime):
 
 
 def worker_loop(loop_config: dict[str, Any]) -> None:
-    """The Ray Train worker function: the one epoch loop with this worker's runtime."""
+    """The Ray Train worker function: the one epoch loop with this worker's runtime. A
+    :class:`ConfigError` / ``DatasetError`` is written to ``.fatal.json`` before it is raised:
+    the group Ray Train restarts after it returns at once, so it is never retried."""
     from distgcl.config import config_from_dict
+    from distgcl.data import DatasetError
     from distgcl.train import run_training
 
-    config = config_from_dict(loop_config["config"])
     run_dir = Path(loop_config["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not loop_config.get("verbose"):
+        # Ray Train logs each report through the root logger too (a logger named by file)
+        log_to_file(run_dir / RAY_LOG, ("", *RAY_LOGGERS))
+    if (run_dir / FATAL_FILE).exists():
+        return  # a restart after a bad-input error: nothing to retry
+    config = config_from_dict(loop_config["config"])
     runtime = RayTrainRuntime(run_dir, keep_checkpoints=config.dist.keep_checkpoints)
-    run_training(config, run_dir, runtime)
+    try:
+        run_training(config, run_dir, runtime)
+    except (ConfigError, DatasetError) as exc:
+        atomic_write_text(run_dir / FATAL_FILE, json.dumps(
+            {"rank": runtime.rank, "error": str(exc).splitlines()[0]}))
+        raise
     # free the DDP modules now, while Ray Train's process group still exists: a DDP reducer
     # destroyed after destroy_process_group() can block its process forever
     gc.collect()
@@ -165,52 +197,191 @@ def resolve_run_dir(config: Config, out: str | None = None) -> tuple[Path, str]:
     return storage, name
 
 
-def ensure_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local Ray bound to
-    127.0.0.1 (a laptop or one multi-GPU node needs nothing else)."""
+def ensure_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``, passing on the ``DISTGCL_*``
+    environment variables), else start a local Ray bound to 127.0.0.1 (a laptop or one
+    multi-GPU node needs nothing else). True when it started the
+    local Ray (whose resources are all there will be)."""
     import ray
 
     os.environ.setdefault(HEALTH_CHECK_ENV, DEFAULT_HEALTH_CHECK_S)
     if ray.is_initialized():
-        return
+        return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        # Ray starts its workers at nice 15 unless told otherwise: on a machine shared with
-        # anything else our training workers would lose every core to it
-        os.environ.setdefault("RAY_worker_niceness", "0")
-        # the dashboard (on 127.0.0.1) serves the state API Train V2's cleanup actor polls
-        ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                 _node_ip_address="127.0.0.1", log_to_driver=True)
+        # the workers of a running cluster do not inherit this process's environment
+        forward = {k: v for k, v in os.environ.items() if k.startswith("DISTGCL_")}
+        ray.init(address=address, log_to_driver=True,
+                 runtime_env={"env_vars": forward} if forward else None)
+        return False
+    # Ray starts its workers at nice 15 unless told otherwise: on a machine shared with
+    # anything else our training workers would lose every core to it
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    # the dashboard (on 127.0.0.1) serves the state API Train V2's cleanup actor polls
+    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+             _node_ip_address="127.0.0.1", log_to_driver=True)
+    return True
 
 
-def train_distributed(config: Config, out: str | None = None) -> dict[str, Any]:
+class InfeasibleRequest(RuntimeError):
+    """Workers the Ray cluster cannot start (too few CPUs/GPUs); the message is one line."""
+
+
+def _request(num_workers: int, cpus: int, use_gpu: bool) -> dict[str, float]:
+    return {"CPU": float(num_workers * cpus), "GPU": float(num_workers if use_gpu else 0)}
+
+
+def _count(n: float, what: str) -> str:
+    return f"{n:g} {what}" + ("" if n == 1 else "s")
+
+
+def _describe(num_workers: int, cpus: int, use_gpu: bool) -> str:
+    per = _count(cpus, "CPU") + (" + 1 GPU" if use_gpu else "")
+    need = _request(num_workers, cpus, use_gpu)
+    total = _count(need["CPU"], "CPU") + (" and " + _count(need["GPU"], "GPU") if use_gpu else "")
+    return f"{_count(num_workers, 'worker')} x {per} each need{'s' if num_workers == 1 else ''} " \
+           f"{total}"
+
+
+def _have(resources: dict[str, float]) -> str:
+    return f"{_count(resources.get('CPU', 0), 'CPU')} and {_count(resources.get('GPU', 0), 'GPU')}"
+
+
+def check_resources(num_workers: int, cpus: int, use_gpu: bool,
+                    resources: dict[str, float], where: str) -> None:
+    """Raise :class:`InfeasibleRequest` when ``resources`` (``ray.cluster_resources()``) cannot
+    hold the workers."""
+    need = _request(num_workers, cpus, use_gpu)
+    short = [k for k in need if need[k] > resources.get(k, 0.0)]
+    if short:
+        fix = ("lower --num-workers or drop --use-gpu" if short == ["GPU"] else
+               "lower --num-workers or dist.cpus_per_worker")
+        raise InfeasibleRequest(f"{_describe(num_workers, cpus, use_gpu)}, but {where} has "
+                                f"{_have(resources)}: {fix}")
+
+
+def check_before_start(config: Config) -> None:
+    """The checks a worker would only make once Ray runs, made on the driver first (one
+    :class:`ConfigError` instead of a failing worker group)."""
+    config.validate()
+    solver = getattr(config.section(config.method), "solver", None)
+    if config.dist.shards and solver is not None:
+        from distgcl.distributed.services import BLOCK_METHODS
+
+        if solver not in BLOCK_METHODS:
+            raise ConfigError(f"dist.shards needs a block eigensolver: {config.method}.solver "
+                              f"must be one of {', '.join(BLOCK_METHODS)} (got {solver!r})")
+
+
+def log_to_file(path: Path | None, names: tuple[str, ...] = RAY_LOGGERS) -> None:
+    """Send the console output of loggers ``names`` (Ray's) of this process to ``path``
+    instead (None: back to the console)."""
+    handler = None
+    if path is not None:
+        handler = logging.FileHandler(path, delay=True)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.distgcl = True  # type: ignore[attr-defined]
+    for name in names:
+        logger = logging.getLogger(name or None)
+        for old in list(logger.handlers):
+            if getattr(old, "distgcl", False):
+                logger.removeHandler(old)
+                old.close()
+            elif handler is not None and type(old).__name__ in ("StreamHandler", "PlainRayHandler"):
+                _CONSOLE_HANDLERS.setdefault(name, []).append(old)
+                logger.removeHandler(old)
+        if handler is None:
+            for old in _CONSOLE_HANDLERS.pop(name, []):
+                logger.addHandler(old)
+        else:
+            logger.addHandler(handler)
+
+
+_CONSOLE_HANDLERS: dict[str, list[logging.Handler]] = {}
+_ROUTE: dict[str, Any] = {"path": None}
+
+
+def route_worker_output(path: Path | None) -> None:
+    """Forwarded output of Ray's own actors (controller, cleaners) to ``path``; the training
+    workers' output (rank 0's progress bar, distgcl's lines) still to the console (None:
+    everything to the console)."""
+    from ray._private import worker as ray_worker
+
+    _ROUTE["path"] = path
+    dispatcher = ray_worker.global_worker_stdstream_dispatcher
+    console = dict(getattr(dispatcher, "handlers", [])).get("ray_print_logs")
+    if console is None or getattr(console, "distgcl_route", False):
+        return
+
+    def route(data: dict[str, Any], show: Callable[[dict[str, Any]], None]) -> None:
+        target = _ROUTE["path"]
+        if target is None or data.get("actor_name") == "RayTrainWorker":
+            show(data)
+            return
+        prefix = f"({data.get('actor_name') or data.get('task_name') or ''} pid={data.get('pid')}) "
+        with open(target, "a") as f:
+            f.writelines(prefix + line + "\n" for line in data.get("lines", []))
+
+    # the raylet's error messages ("A worker died ...") are printed past the dispatcher
+    to_stdstream = ray_worker.print_to_stdstream
+    ray_worker.print_to_stdstream = lambda data, ignore_prefix: route(
+        data, lambda d: to_stdstream(d, ignore_prefix))
+    routed = functools.partial(route, show=console)
+    routed.distgcl_route = True  # type: ignore[attr-defined]
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.add_handler("ray_print_logs", routed)
+
+
+def train_distributed(config: Config, out: str | None = None,
+                      verbose: bool = False) -> dict[str, Any]:
     """Run ``config`` on ``dist.num_workers`` Ray Train workers; returns the run's result.json
-    (plus the driver's peak RSS). Raises :class:`DistributedTrainingFailed` when the run fails
-    after ``dist.max_failures`` recoveries."""
+    (plus the driver's peak RSS). Raises :class:`ConfigError` for bad input (found here before
+    Ray starts, or by a worker: never retried), :class:`InfeasibleRequest` for workers the
+    cluster cannot start, :class:`DistributedTrainingFailed` when the run fails after
+    ``dist.max_failures`` recoveries. ``verbose``: Ray's log lines on the console too (always
+    in ``ray.log`` of the run directory)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     d = config.dist
     if d.num_workers is None:
         raise ValueError("dist.num_workers is not set: use distgcl.train.run_training")
+    check_before_start(config)
     storage, name = resolve_run_dir(config, out)
-    storage.mkdir(parents=True, exist_ok=True)
     run_dir = storage / name
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the run directory {run_dir} (dist.storage_path): "
+                          f"{exc.strerror or exc}") from None
+    (run_dir / FATAL_FILE).unlink(missing_ok=True)
     cpus = d.cpus_per_worker or config.train.threads or 1
-    ensure_ray(d.address)
+    log_to_file(None if verbose else run_dir / RAY_LOG)
+    if ensure_ray(d.address):
+        import ray
+
+        check_resources(d.num_workers, cpus, d.use_gpu, ray.cluster_resources(),
+                        "the local Ray (this machine)")
+    route_worker_output(None if verbose else run_dir / RAY_LOG)
+    os.environ[START_TIMEOUT_ENV] = f"{d.startup_timeout_s:g}"  # passed on to the controller
+    # print() in a worker stays print(): Ray Train's patch would show every line twice
+    os.environ.setdefault(PRINT_PATCH_ENV, "0")
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"config": config.to_dict(), "run_dir": str(run_dir)},
+        train_loop_config={"config": config.to_dict(), "run_dir": str(run_dir),
+                           "verbose": verbose},
         scaling_config=ScalingConfig(num_workers=d.num_workers, use_gpu=d.use_gpu,
                                      resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(name=name, storage_path=str(storage),
-                             failure_config=FailureConfig(max_failures=d.max_failures),
+                             # a worker group that does not start in time is not retried
+                             failure_config=FailureConfig(max_failures=d.max_failures,
+                                                          controller_failure_limit=0),
                              checkpoint_config=CheckpointConfig(num_to_keep=d.keep_checkpoints)))
-    outcome = trainer.fit()
-    if outcome.error is not None:
-        raise DistributedTrainingFailed(_error_line(outcome.error), run_dir) from outcome.error
+    try:
+        trainer.fit()
+    except Exception as exc:  # noqa: BLE001 - ray.train.TrainingFailedError and its wrappers
+        _raise_failure(exc, config, cpus, run_dir)
+    _raise_fatal(run_dir)  # a restarted group that stopped at once
     result_path = run_dir / "result.json"
     result = json.loads(result_path.read_text())
     result["memory"]["driver_peak_rss_mb"] = peak_rss_mb()
@@ -227,10 +398,79 @@ class DistributedTrainingFailed(RuntimeError):
         self.run_dir = run_dir
 
 
+def _raise_fatal(run_dir: Path) -> None:
+    """The :class:`ConfigError` a worker left in ``.fatal.json``, if any."""
+    fatal = run_dir / FATAL_FILE
+    if fatal.exists():
+        info = json.loads(fatal.read_text())
+        raise ConfigError(info["error"])
+
+
+def _raise_failure(exc: BaseException, config: Config, cpus: int, run_dir: Path) -> None:
+    """Turn what ``fit()`` raised into one of this module's one-line errors."""
+    from ray.train import ControllerError, WorkerGroupError
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+
+    _raise_fatal(run_dir)
+    d = config.dist
+    if isinstance(exc, ControllerError) and isinstance(exc.controller_failure,
+                                                       WorkerGroupStartupTimeoutError):
+        import ray
+
+        raise InfeasibleRequest(
+            f"{_describe(d.num_workers, cpus, d.use_gpu)}: the Ray cluster did not start them "
+            f"within {d.startup_timeout_s:g} s (dist.startup_timeout_s); it has "
+            f"{_have(ray.cluster_resources())}") from None
+    if isinstance(exc, WorkerGroupError):
+        raise DistributedTrainingFailed(_first_failure(exc.worker_failures), run_dir) from None
+    if isinstance(exc, ControllerError):
+        raise DistributedTrainingFailed(_error_line(exc.controller_failure), run_dir) from None
+    raise exc
+
+
+def _first_failure(failures: dict[int, BaseException]) -> str:
+    """``rank R: why`` for the rank that failed first: a rank whose process died, else one
+    whose error is not the broken connection to a dead peer, else the lowest rank."""
+    def order(rank: int) -> tuple[int, int]:
+        error = failures[rank]
+        if _died(error):
+            return 0, rank
+        return (2 if _is_collateral(_error_line(error)) else 1), rank
+
+    rank = min(failures, key=order)
+    error = failures[rank]
+    if _died(error):
+        return f"rank {rank}: its process died ({_death_reason(error)})"
+    return f"rank {rank}: {_error_line(error)}"
+
+
+def _died(error: BaseException) -> bool:
+    """The worker's process died (Ray's actor error), rather than raised."""
+    from ray.exceptions import RayActorError
+
+    return isinstance(error, RayActorError) or "process has died" in str(error)
+
+
+def _is_collateral(line: str) -> bool:
+    """An error a surviving rank sees when a peer died (not the cause)."""
+    return any(s in line for s in ("Connection reset", "Connection closed", "Broken pipe",
+                                   "Gloo", "gloo", "NCCL", "timed out", "Timed out"))
+
+
+def _death_reason(error: BaseException) -> str:
+    """Ray's ``Worker exit detail`` of a dead worker actor, up to its first sentence."""
+    text = " ".join(str(error).split())
+    key = "Worker exit detail:"
+    if key in text:
+        return text[text.index(key) + len(key):].strip().split(". ")[0].rstrip(".")
+    return "the worker actor died unexpectedly"
+
+
 def _error_line(error: BaseException) -> str:
-    """The innermost worker error as one line (Ray wraps it in several layers)."""
+    """The innermost error as one line (Ray wraps a worker's error in several layers; the
+    last line of the innermost traceback is ``Type: message``)."""
     text = str(error).strip().splitlines()
     for line in reversed(text):
-        if "Error" in line or "Diverged" in line:
+        if "Error" in line or "Diverged" in line or "Exception" in line:
             return line.strip()
     return text[-1].strip() if text else error.__class__.__name__

@@ -57,6 +57,11 @@ class Method(nn.Module, abc.ABC):
     """Base class of GCL methods; subclasses set :attr:`name` and implement the abstract hooks."""
 
     name: ClassVar[str]
+    shared_model_noise: bool = True
+    """The global random stream (RReLU's slopes, dropout) draws the same numbers on every rank:
+    right for a full-batch objective (every rank runs the whole forward, so data-parallel equals
+    one process); a method whose ranks each run their own mini-batch sets it False (each rank
+    its own noise, like its own samples)."""
     ddp_modules: ClassVar[tuple[str, ...]] = ()
     """Names of the child modules that get gradients (each is wrapped for data parallelism)."""
 
@@ -112,11 +117,16 @@ class Method(nn.Module, abc.ABC):
     def embed(self, data: Data) -> Tensor:
         """Frozen node embeddings ``[N, d]`` of the whole graph (no projection head)."""
 
-    @staticmethod
-    def check_finite(loss: Tensor, what: str = "loss") -> None:
-        """Stop training with a clear error on a NaN/inf loss (before any optimizer step)."""
-        if not torch.isfinite(loss).all():
-            raise TrainingDiverged(f"{what} became {loss.item()} (not finite); "
+    def check_finite(self, loss: Tensor, what: str = "loss") -> None:
+        """Stop training with a clear error on a NaN/inf loss, before its ``backward()``: every
+        rank learns whether any rank's loss is not finite (:attr:`Work.sum_over_ranks`), so all
+        ranks stop at the same step with the same message instead of one rank stopping while
+        the others wait in the gradient all-reduce."""
+        bad = not bool(torch.isfinite(loss).all())
+        value = float(loss.detach().sum()) if bad else 0.0
+        total = self.work.sum_over_ranks({"nonfinite": float(bad), "value": value})
+        if total["nonfinite"]:
+            raise TrainingDiverged(f"{what} became {total['value']} (not finite); "
                                    "try a lower learning rate or a higher temperature")
 
     def get_extra_state(self) -> dict[str, Any]:
@@ -127,7 +137,12 @@ class Method(nn.Module, abc.ABC):
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         for key, value in state["generators"].items():
-            getattr(self, key).set_state(value)
+            gen = getattr(self, key)
+            if value.numel() != gen.get_state().numel():  # a CPU state for a CUDA one, or back
+                print(f"distgcl: {key}: checkpoint state is from another device type than "
+                      f"{gen.device}; restarted from seed", flush=True)
+                continue
+            gen.set_state(value)
         self.counters = dict(state["counters"])
 
     def optimizer_state(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from distgcl.methods.base import Method, TrainingDiverged
+from distgcl.methods.base import TrainingDiverged
 
 MetricLoss = Callable[[Tensor, Tensor, bool], tuple[Tensor, dict[str, Tensor]]]
 """``loss(u, v, metric_input_detached) -> (scalar loss, parts)``; calls the NMN's forward."""
@@ -36,6 +36,7 @@ def check_grads(module: nn.Module, what: str) -> None:
 def bilevel_step(u: Tensor, v: Tensor, loss: MetricLoss, *,
                  encoder_opt: torch.optim.Optimizer, metric_opt: torch.optim.Optimizer | None,
                  inner_steps: int, encoder: nn.Module, metric: nn.Module | None,
+                 check_finite: Callable[[Tensor, str], None],
                  metric_grad_to_encoder: bool = True,
                  counters: dict[str, int] | None = None) -> dict[str, float]:
     r"""One outer step of NML-GCL's alternating schedule (module docstring).
@@ -48,6 +49,8 @@ def bilevel_step(u: Tensor, v: Tensor, loss: MetricLoss, *,
             parameter-free metric, no inner steps).
         inner_steps (int): :math:`T_M`.
         encoder, metric (nn.Module): the modules (unwrapped) whose gradients are checked.
+        check_finite (callable): the method's :meth:`Method.check_finite` (it stops every rank
+            at once on a non-finite loss, before its ``backward()``).
         metric_grad_to_encoder (bool, optional): the encoder step backpropagates through the
             fixed NMN into the embeddings (official code) (default: :obj:`True`).
         counters (dict, optional): ``inner_steps`` and ``outer_steps`` counters, advanced here.
@@ -61,7 +64,7 @@ def bilevel_step(u: Tensor, v: Tensor, loss: MetricLoss, *,
         for _ in range(inner_steps):
             metric_opt.zero_grad(set_to_none=True)
             loss_m, _ = loss(ud, vd, True)
-            Method.check_finite(loss_m, "NML metric-network loss")
+            check_finite(loss_m, "NML metric-network loss")
             loss_m.backward()
             if metric is not None:
                 check_grads(metric, "NML metric-network")
@@ -71,7 +74,7 @@ def bilevel_step(u: Tensor, v: Tensor, loss: MetricLoss, *,
                 counters["inner_steps"] = counters.get("inner_steps", 0) + 1
     encoder_opt.zero_grad(set_to_none=True)
     loss_e, parts = loss(u, v, not metric_grad_to_encoder)
-    Method.check_finite(loss_e, "NML encoder loss")
+    check_finite(loss_e, "NML encoder loss")
     loss_e.backward()
     check_grads(encoder, "NML encoder")
     encoder_opt.step()

@@ -220,7 +220,9 @@ def permute_rows(x: Tensor, rows: Tensor, generator: torch.Generator | None = No
         - **input:** ``x`` :math:`(N, F)`, ``rows`` :math:`(K,)`
         - **output:** :math:`(N, F)` and the permutation :math:`\pi` :math:`(K,)`
     """
-    perm = torch.randperm(rows.numel(), generator=generator).to(rows.device)
+    # drawn on the generator's device (a CUDA generator cannot fill a CPU tensor), then moved
+    dev = generator.device if generator is not None else rows.device
+    perm = torch.randperm(rows.numel(), generator=generator, device=dev).to(rows.device)
     out = x.clone()
     out[rows] = x[rows[perm]]
     return out, perm
@@ -238,13 +240,25 @@ def graph_key(edge_index: EdgeIndex, num_nodes: int, params: dict[str, Any]) -> 
 
 def _load_or_build(path: Path | None, build: Callable[[], Any]) -> tuple[Any, bool]:
     """``(torch.load(path), True)`` if the cache file exists, else ``(build(), False)``, saved
-    to ``path`` (atomically) unless it is None."""
-    if path is not None and path.is_file():
-        return torch.load(path, weights_only=False), True
-    obj = build()
-    if path is not None:
-        atomic_torch_save(obj, path)  # unique temp name: ranks never write the same file
-    return obj, False
+    to ``path`` unless it is None.
+
+    Under a file lock beside ``path`` (:func:`distgcl.data.cache.cache_lock`), so concurrent
+    ranks and nodes build it once; written through a temporary file and a rename, so a reader
+    never sees a partial file; an unreadable one (an older, interrupted writer) is rebuilt."""
+    if path is None:
+        return build(), False
+    from distgcl.data.cache import cache_lock
+
+    with cache_lock(path):
+        if path.is_file():
+            try:
+                return torch.load(path, weights_only=False), True
+            except Exception as exc:  # a truncated or foreign file: rebuild it
+                warnings.warn(f"e2neg cache {path.name} is unreadable ({type(exc).__name__}); "
+                              f"rebuilding it", RuntimeWarning, stacklevel=3)
+        obj = build()
+        atomic_torch_save(obj, path)  # unique temp name + os.replace
+        return obj, False
 
 
 # ----------------------------------------------------------------------------- method
@@ -497,7 +511,8 @@ class E2Neg(Method):
         out = bilevel_step(h1, h2, nml, encoder_opt=self.optimizers["model"],
                            metric_opt=self.optimizers["nmn"],
                            inner_steps=self.cfg.nml_inner_steps, encoder=self.model,
-                           metric=self.nmn, counters=self.counters)
+                           metric=self.nmn, check_finite=self.check_finite,
+                           counters=self.counters)
         return {**out, **stats}
 
     @torch.no_grad()

@@ -82,6 +82,7 @@ class Grace(Method):
         # objective); random parts: each rank augments its own part
         self.augment_generator = self.work.generator(
             STREAM_AUGMENT, shared=self.cfg.batching == "full")
+        self.shared_model_noise = self.cfg.batching == "full"  # RReLU's slopes likewise
         self.negatives_generator = self.work.generator(STREAM_NEGATIVES, device="cpu")
         self._induced: InducedSubgraphs | None = None
 

@@ -190,6 +190,7 @@ class NML(Method):
         # full batch: every rank draws the same two views (its rows then add up to the
         # single-process objective); mini-batch: each rank augments its own subgraphs
         self.augment_generator = self.work.generator(STREAM_AUGMENT, shared=full)
+        self.shared_model_noise = full  # RReLU's slopes likewise
         self.negatives_generator = self.work.generator(STREAM_NEGATIVES, device="cpu")
         self.sampling_generator = self.work.generator(STREAM_SAMPLING, device="cpu")
         self.counters.update(inner_steps=0, outer_steps=0)
@@ -321,7 +322,7 @@ class NML(Method):
                             metric_opt=self.optimizers.get("nmn"),
                             inner_steps=self.cfg.inner_steps, encoder=self.model, metric=self.nmn,
                             metric_grad_to_encoder=self.cfg.metric_grad_to_encoder,
-                            counters=self.counters)
+                            check_finite=self.check_finite, counters=self.counters)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()

@@ -155,7 +155,8 @@ class GCNEncoder(nn.Module):
 def normalized_operator(conv: GCNConv, edge_index: EdgeIndex, num_nodes: int,
                         dtype: torch.dtype) -> Tensor:
     r"""GCNConv's propagation matrix :math:`\hat{\mathbf{D}}^{-1/2}\hat{\mathbf{A}}
-    \hat{\mathbf{D}}^{-1/2}` as a torch CSR tensor (rows = targets), from PyG's own ``gcn_norm``.
+    \hat{\mathbf{D}}^{-1/2}` as a torch CSR tensor (rows = targets), from PyG's own ``gcn_norm``,
+    on ``edge_index``'s device.
     """
     ei, w = gcn_norm(edge_index, None, num_nodes, improved=conv.improved,
                      add_self_loops=conv.add_self_loops, flow=conv.flow, dtype=dtype)
@@ -167,11 +168,12 @@ def normalized_operator(conv: GCNConv, edge_index: EdgeIndex, num_nodes: int,
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support.*")
         if key.numel() > 1 and bool((key[1:] == key[:-1]).any()):
             return torch.sparse_coo_tensor(torch.stack([dst, src]), w, (num_nodes, num_nodes),
+                                           device=dst.device,
                                            check_invariants=False).coalesce().to_sparse_csr()
-        crow = torch.zeros(num_nodes + 1, dtype=torch.long)
+        crow = torch.zeros(num_nodes + 1, dtype=torch.long, device=dst.device)
         torch.cumsum(torch.bincount(dst, minlength=num_nodes), 0, out=crow[1:])
         return torch.sparse_csr_tensor(crow, src[order], w[order], (num_nodes, num_nodes),
-                                       check_invariants=False)
+                                       device=dst.device, check_invariants=False)
 
 
 def _csr_rows(adj: Tensor, lo: int, hi: int) -> Tensor:
@@ -182,7 +184,7 @@ def _csr_rows(adj: Tensor, lo: int, hi: int) -> Tensor:
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support.*")
         return torch.sparse_csr_tensor(crow[lo:hi + 1] - start, adj.col_indices()[start:end],
                                        adj.values()[start:end], (hi - lo, adj.size(1)),
-                                       check_invariants=False)
+                                       device=adj.device, check_invariants=False)
 
 
 def _conv_rows(conv: GCNConv, h: Tensor, edge_index: EdgeIndex, targets: Tensor) -> Tensor:

@@ -66,8 +66,10 @@ class StarGraph:
         """
         k = self.centres.numel()
         node_ids = torch.cat([self.centres, self.members])
-        local = torch.stack([torch.arange(k, k + self.members.numel()), self.member_star])
-        return node_ids, local, torch.arange(k)
+        dev = self.members.device
+        local = torch.stack([torch.arange(k, k + self.members.numel(), device=dev),
+                             self.member_star])
+        return node_ids, local, torch.arange(k, device=dev)
 
 
 def reconstruct_stars(edge_index: EdgeIndex, num_nodes: int, centres: Tensor, *,
@@ -139,20 +141,21 @@ def reconstruct_stars(edge_index: EdgeIndex, num_nodes: int, centres: Tensor, *,
     star = torch.from_numpy(cand.row[keep].astype(np.int64))
     node = torch.from_numpy(cand.col[keep].astype(np.int64))
     # Uniform sample without replacement per star: random key, sort by (star, key), keep rank < m.
-    keys = torch.rand(star.numel(), generator=generator)
+    keys = torch.rand(star.numel(), generator=generator,
+                      device=generator.device if generator is not None else star.device).cpu()
     perm = torch.argsort(keys)
     perm = perm[torch.argsort(star[perm], stable=True)]
     star, node = star[perm], node[perm]
-    starts = torch.zeros(k + 1, dtype=torch.long)
+    starts = torch.zeros(k + 1, dtype=torch.long, device=star.device)
     starts[1:] = torch.cumsum(torch.bincount(star, minlength=k), 0)
-    rank = torch.arange(star.numel()) - starts[star]
+    rank = torch.arange(star.numel(), device=star.device) - starts[star]
     chosen = rank < max_neighbors
     star, node = star[chosen], node[chosen]
     # One star per node: the first star in centre order wins.
     order = torch.argsort(star, stable=True)
     order = order[torch.argsort(node[order], stable=True)]
     star, node = star[order], node[order]
-    first = torch.ones(node.numel(), dtype=torch.bool)
+    first = torch.ones(node.numel(), dtype=torch.bool, device=node.device)
     first[1:] = node[1:] != node[:-1]
     star, node = star[first], node[first]
     # Present leaves grouped by star.

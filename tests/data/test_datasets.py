@@ -143,3 +143,81 @@ def test_log_and_standardized_features(tmp_path) -> None:
     torch.save(Data(x=-x, edge_index=torch.tensor([[0, 1], [1, 0]])), path)
     with pytest.raises(DatasetError, match="non-negative"):
         load_dataset("file", path=str(path), log_features=True)
+
+
+def test_normalize_features_with_negative_entries(tmp_path: Path) -> None:
+    # real-valued features whose rows nearly cancel: a plain division by the row sum gives ~1e10
+    x = torch.randn(40, 6)
+    x[:, -1] = -x[:, :-1].sum(1) + 1e-9
+    torch.save(Data(x=x, edge_index=torch.tensor([[0, 1], [1, 0]])), tmp_path / "g.pt")
+    got = load_dataset("file", path=str(tmp_path / "g.pt"), normalize_features=True).data.x
+    assert torch.isfinite(got).all() and got.min() >= 0 and got.max() <= 1
+    assert torch.allclose(got.sum(1), torch.ones(40))
+    shifted = x - x.min()
+    assert torch.allclose(got, shifted / shifted.sum(1, keepdim=True))
+
+
+def _load_cora_worker(root: str, cache: str, barrier, queue) -> None:  # type: ignore[no-untyped-def]
+    try:
+        barrier.wait(timeout=120)
+        d = load_dataset("cora", root, cache=cache).data
+        queue.put((d.x.sum().item(), d.edge_index.sum().item(), int(d.train_mask.sum())))
+    except BaseException as exc:  # report, never hang the parent
+        queue.put(repr(exc))
+
+
+def test_concurrent_processes_process_once_and_agree(shared_data: Path, tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_load_cora_worker,
+                         args=(str(shared_data), str(tmp_path / "fresh"), barrier, queue))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = [queue.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert all(isinstance(g, tuple) for g in got), got
+    assert got[0] == got[1] and got[0][2] == 140
+    assert len(list((tmp_path / "fresh").rglob(".complete"))) == 1
+
+
+def test_interrupted_pyg_processing_is_redone(shared_data: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch_geometric.datasets import Planetoid
+
+    real = Planetoid.process
+
+    def killed(self) -> None:  # type: ignore[no-untyped-def]
+        Path(self.processed_paths[0]).write_bytes(b"PK\x03\x04 half a file")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(Planetoid, "process", killed)
+    with pytest.raises(KeyboardInterrupt):
+        load_dataset("cora", shared_data, cache=tmp_path / "cache")
+    monkeypatch.setattr(Planetoid, "process", real)
+    ds = load_dataset("cora", shared_data, cache=tmp_path / "cache")  # redone, not loaded
+    assert ds.data.num_nodes == 2708 and ds.data.edge_index.size(1) == 10556
+
+
+def test_ogb_stamp_is_written_after_processing(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from ogb.nodeproppred import PygNodePropPredDataset
+
+    fabricate_ogbn_proteins(tmp_path / "ogb", num_nodes=60, num_edges=200)
+    real = PygNodePropPredDataset.process
+
+    def killed(self) -> None:  # type: ignore[no-untyped-def]
+        Path(self.processed_paths[0]).parent.mkdir(parents=True, exist_ok=True)
+        Path(self.processed_paths[0]).write_bytes(b"PK\x03\x04 half a file")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(PygNodePropPredDataset, "process", killed)
+    with pytest.raises(KeyboardInterrupt):
+        load_dataset("ogbn-proteins", tmp_path / "ogb", cache=tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob(".complete"))
+    monkeypatch.setattr(PygNodePropPredDataset, "process", real)
+    ds = load_dataset("ogbn-proteins", tmp_path / "ogb", cache=tmp_path / "cache")
+    assert ds.data.num_nodes == 60

@@ -57,3 +57,15 @@ def mixed_graph(seed: int = 0) -> tuple[torch.Tensor, int, int]:
     has_edge = torch.unique(ei[0])
     loops = has_edge[:15].repeat(2, 1)
     return torch.cat([ei, one_way, two_hop, loops], dim=1), n, c
+
+
+def clustered_graph(seed: int = 0) -> tuple[torch.Tensor, int, int]:
+    """One component of 4 well-separated planted blocks (60 nodes each), a triangle and 4
+    isolated nodes, ids shuffled: ``(edge_index, N = 247, components = 6)``. The spectral step
+    sees the big component alone, so every eigenvector column is supported on the rows k-means
+    clusters (no numerically-zero columns for the standardization to blow up)."""
+    ei = planted_partition([60, 60, 60, 60], 0.3, 0.005, seed)
+    tri = torch.tensor([[0, 1, 1, 2, 2, 0], [1, 0, 2, 1, 0, 2]]) + 240
+    n = 240 + 3 + 4
+    perm = torch.from_numpy(np.random.default_rng(seed + 7).permutation(n))
+    return perm[torch.cat([ei, tri], dim=1)], n, 1 + 1 + 4

@@ -8,6 +8,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from distgcl.distributed import partition
 from distgcl.distributed.partition import (ShardChecksumError, edge_cut, load_permutation,
                                            load_shard, partition_graph)
 from distgcl.sampling import CSRNeighborSampler
@@ -122,8 +123,8 @@ def test_written_once_and_reused(graph, tmp_path):
     assert all(len(s["sha256"]) == 64 for s in manifest["shards"])
 
 
-def test_locality_order_beats_random_on_a_ring_of_cliques(tmp_path):
-    # 20 cliques of 10 in a ring, ids shuffled: RCM recovers the locality, random does not.
+def ring_of_cliques() -> torch.Tensor:
+    """20 cliques of 10 in a ring, ids shuffled (``edge_index``, 200 nodes)."""
     blocks = []
     for b in range(20):
         nodes = torch.arange(10) + 10 * b
@@ -132,9 +133,24 @@ def test_locality_order_beats_random_on_a_ring_of_cliques(tmp_path):
         blocks.append(torch.stack([r[keep], c[keep]]))
         nxt = (10 * b + 9, (10 * (b + 1)) % 200)
         blocks.append(torch.tensor([[nxt[0], nxt[1]], [nxt[1], nxt[0]]]))
-    ei = torch.cat(blocks, dim=1)
     perm = torch.from_numpy(np.random.default_rng(1).permutation(200))
-    m = partition_graph(perm[ei], 200, 4, tmp_path)
+    return perm[torch.cat(blocks, dim=1)]
+
+
+@pytest.fixture
+def without_metis(monkeypatch):
+    """The partitioner as on a machine without torch-sparse / pyg-lib (whatever is installed)."""
+    monkeypatch.setattr(partition, "metis_available", lambda: False)
+    monkeypatch.setattr(partition, "_metis_parts", _no_metis)
+
+
+def _no_metis(*args, **kwargs):
+    raise AssertionError("METIS called although it is not available")
+
+
+def test_locality_order_beats_random_on_a_ring_of_cliques(tmp_path, without_metis):
+    # RCM recovers the locality of the shuffled ring of cliques, random does not.
+    m = partition_graph(ring_of_cliques(), 200, 4, tmp_path)
     assert m.order["method"] == "rcm"
     assert m.order["metis_available"] is False
     # random: about 3/4 of the 920 edges cut; RCM: a few ring edges and split cliques
@@ -142,7 +158,34 @@ def test_locality_order_beats_random_on_a_ring_of_cliques(tmp_path):
     assert m.order["edge_cut"] < 0.05 * m.order["edge_cut_random"]
 
 
-def test_invalid_arguments(graph, tmp_path):
+def test_auto_order_takes_metis_parts_when_available(tmp_path, monkeypatch):
+    # a stand-in METIS (5 cliques per part): auto uses its parts, ranges = part sizes
+    ei = ring_of_cliques()
+    clique = np.empty(200, dtype=np.int64)
+    clique[np.random.default_rng(1).permutation(200)] = np.arange(200) // 10
+    parts = np.minimum(clique // 5, 3)
+    parts[clique == 19] = 0  # uneven parts: bounds must follow the counts
+    monkeypatch.setattr(partition, "metis_available", lambda: True)
+    monkeypatch.setattr(partition, "_metis_parts", lambda adj, k: parts if k == 4 else None)
+    m = partition_graph(ei, 200, 4, tmp_path)
+    assert m.order["method"] == "metis" and m.order["metis_available"] is True
+    assert list(m.bounds) == [0, 60, 110, 160, 200]
+    new_to_old, _ = load_permutation(m)
+    for p in range(4):
+        assert set(parts[new_to_old[m.bounds[p]:m.bounds[p + 1]]]) == {p}
+
+
+@pytest.mark.skipif(not partition.metis_available(), reason="no torch-sparse / pyg-lib METIS")
+def test_real_metis_cuts_the_ring_of_cliques(tmp_path):
+    ei = ring_of_cliques()
+    for order in ("metis", "auto"):
+        m = partition_graph(ei, 200, 4, tmp_path / order, order=order)
+        assert m.order["method"] == "metis" and m.order["metis_available"] is True
+        assert m.num_shards == 4 and m.bounds[-1] == 200
+        assert m.order["edge_cut"] < 0.05 * m.order["edge_cut_random"]
+
+
+def test_invalid_arguments(graph, tmp_path, without_metis):
     ei, n, *_ = graph
     with pytest.raises(ValueError, match="num_shards"):
         partition_graph(ei, n, 0, tmp_path)

@@ -5,6 +5,9 @@ with one worker SIGKILLed from outside by its pid (it must finish from the last 
 uninterrupted run's exact numbers); a job whose driver process is killed and that is started again
 with the same run name, after its newest checkpoint was damaged (resumes from the previous one,
 says so, loses and repeats no epoch); and the single-process loop on the same config (accuracy band).
+Then the one-line failures: workers the machine or the cluster cannot hold (exit 2), a rank that
+exits (exit 1, naming it), a bad-input error only the workers find (never retried), and the quiet
+console of a 2-worker run (Ray's lines in the run's ``ray.log``).
 """
 from __future__ import annotations
 
@@ -23,9 +26,10 @@ import torch
 ray = pytest.importorskip("ray")
 
 from distgcl.checkpoint import CheckpointManager  # noqa: E402
-from distgcl.config import load_config  # noqa: E402
-from distgcl.distributed.trainer import HEALTH_CHECK_ENV, train_distributed  # noqa: E402
-from distgcl.train import STEP_DELAY_ENV, run_training  # noqa: E402
+from distgcl.config import ConfigError, load_config  # noqa: E402
+from distgcl.distributed.trainer import (  # noqa: E402
+    FATAL_FILE, HEALTH_CHECK_ENV, RAY_LOG, InfeasibleRequest, check_resources, train_distributed)
+from distgcl.train import FAIL_AT_ENV, STEP_DELAY_ENV, run_training  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 240  # seconds any single run may take here
@@ -160,3 +164,88 @@ def _no_workers(run_dir: Path) -> bool:
         except ProcessLookupError:
             continue
     return True
+
+
+def _cli(tmp_path: Path, name: str, *args: str, env: dict | None = None,
+         config: str = "configs/quickstart.yaml") -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "distgcl.cli", "train", str(REPO / config), "--run-name", name,
+           "--storage", str(tmp_path), *args]
+    return subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True,
+                          text=True, timeout=TIMEOUT)
+
+
+def _error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if "distgcl: error" in line]
+
+
+def test_workers_the_local_ray_cannot_hold_fail_at_once_in_one_line(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # distgcl's own Ray
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "distgcl.cli", "train",
+                           str(REPO / "configs/quickstart.yaml"), "--num-workers", "64",
+                           "--storage", str(tmp_path), "--run-name", "w64"],
+                          env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert time.monotonic() - start < 120
+    errors = _error_lines(proc)
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "64 workers x 1 CPU each need 64 CPUs, but the local Ray (this machine) has" \
+        in errors[0]
+    assert not (tmp_path / "w64" / "workers").exists()  # no worker ever started
+    with pytest.raises(InfeasibleRequest, match=r"^1 worker x 1 CPU \+ 1 GPU each needs 1 CPU "
+                       "and 1 GPU, but here has 8 CPUs and 0 GPUs: lower --num-workers or drop "
+                       "--use-gpu$"):
+        check_resources(1, 1, True, {"CPU": 8.0}, "here")
+
+
+def test_workers_a_cluster_does_not_start_fail_after_the_startup_timeout(ray_cluster,
+                                                                        tmp_path) -> None:
+    start = time.monotonic()
+    proc = _cli(tmp_path, "w64", "--num-workers", "64", "--set", "dist.startup_timeout_s=3",
+                env={"RAY_ADDRESS": ray_cluster})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    # one 3 s timeout, not retried (Ray's default would be 60 s, then retried without end)
+    assert time.monotonic() - start < 75
+    errors = _error_lines(proc)
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "64 workers x 1 CPU each need 64 CPUs: the Ray cluster did not start them within " \
+        "3 s (dist.startup_timeout_s); it has 2 CPUs" in errors[0]
+
+
+def test_a_rank_that_exits_is_named_in_one_line(ray_cluster, tmp_path) -> None:
+    args = ["--num-workers", "2"]
+    for item in [*NML, "dist.max_failures=0"]:
+        args += ["--set", item]
+    proc = _cli(tmp_path, "fail", *args, env={"RAY_ADDRESS": ray_cluster, FAIL_AT_ENV: "1:1"})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    errors = _error_lines(proc)
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert "distributed training failed: rank 1: " in errors[0] and "Traceback" not in \
+        proc.stderr, proc.stderr[-3000:]
+
+
+def test_a_bad_input_error_a_worker_finds_is_not_retried(tmp_path) -> None:
+    # data.path is read by the workers only; three retries would end in DistributedTrainingFailed
+    config = _config(tmp_path, "bad", "data.name=file", f"data.path={tmp_path / 'nope.pt'}",
+                     "dist.max_failures=3")
+    with pytest.raises(ConfigError, match="nope.pt") as info:
+        train_distributed(config)
+    assert "\n" not in str(info.value)
+    assert (tmp_path / "bad" / FATAL_FILE).exists()
+
+
+def test_quiet_console_ray_lines_in_the_run_log(ray_cluster, tmp_path) -> None:
+    args = ["--num-workers", "2"]
+    for item in ["data.csbm.num_nodes=300", "train.epochs=3", "train.progress=true",
+                 "eval.probe_seeds=2", "eval.probe_epochs=50", "eval.clustering_runs=1"]:
+        args += ["--set", item]
+    proc = _cli(tmp_path, "quiet", *args, env={"RAY_ADDRESS": ray_cluster})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    assert "Reporting training result" not in console, console[-3000:]
+    assert "Checkpoint successfully created" not in console
+    assert "Started training worker group" not in console  # the controller's lines
+    assert sum("3/3" in line for line in console.splitlines()) == 1, console  # one bar
+    assert "linear-probe accuracy" in proc.stdout
+    log = (tmp_path / "quiet" / RAY_LOG).read_text()
+    assert "Reporting training result" in log and "Started training worker group" in log

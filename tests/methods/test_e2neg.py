@@ -254,3 +254,28 @@ def test_config_validation():
         config_from_dict({"method": "e2neg", "e2neg": {"start_hops": 3, "max_hops": 2}})
     with pytest.raises(ConfigError, match="e2neg.solver"):
         config_from_dict({"method": "e2neg", "e2neg": {"solver": "svds"}})
+
+
+def test_centre_cache_write_is_atomic_and_a_partial_file_is_rebuilt(tmp_path, monkeypatch):
+    import distgcl.checkpoint as ckpt
+    from distgcl.methods.e2neg import _load_or_build
+
+    path = tmp_path / "stars-x.pt"
+    real_save = torch.save
+
+    def killed_save(obj, f, *args, **kwargs):  # writes half a file, then the process "dies"
+        with open(f, "wb") as fh:
+            fh.write(b"PK\x03\x04 half")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(ckpt.torch, "save", killed_save)
+    with pytest.raises(KeyboardInterrupt):
+        _load_or_build(path, lambda: {"centres": torch.arange(3)})
+    assert not path.exists() and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    monkeypatch.setattr(ckpt.torch, "save", real_save)
+    path.write_bytes(b"PK\x03\x04 truncated by an older writer")
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        obj, hit = _load_or_build(path, lambda: {"centres": torch.arange(3)})
+    assert not hit and obj["centres"].equal(torch.arange(3))
+    again, hit = _load_or_build(path, lambda: pytest.fail("rebuilt a valid cache file"))
+    assert hit and again["centres"].equal(torch.arange(3))
