@@ -148,11 +148,14 @@ def _train_distributed(config, out: str | None,  # type: ignore[no-untyped-def]
                          f"{missing[0].parent}: {missing[0].name} ...")
     from distgcl.distributed.trainer import (DistributedTrainingFailed, InfeasibleRequest,
                                              train_distributed)
+    from distgcl.methods import TrainingDiverged
 
     try:
         result = train_distributed(config, out, verbose=verbose)
     except (ConfigError, DatasetError, InfeasibleRequest) as exc:
         return _fail(str(exc))
+    except TrainingDiverged as exc:
+        return _fail(f"training diverged: {exc}", EXIT_FAILED)
     except DistributedTrainingFailed as exc:
         return _fail(f"distributed training failed: {exc} (run directory {exc.run_dir})",
                      EXIT_FAILED)

@@ -48,6 +48,7 @@ from distgcl.runtime import Runtime
 from distgcl.work import Work
 
 FAIL_AT_ENV = "DISTGCL_FAIL_AT"
+NAN_AT_ENV = "DISTGCL_NAN_AT"  # fault injection: "RANK:STEP" poisons that rank's parameters
 """Test switch: ``rank:step[,rank:step...]`` makes that rank exit once after that global step."""
 STEP_DELAY_ENV = "DISTGCL_STEP_DELAY"
 """Test/demo switch: sleep this many seconds after every step (a window to kill a process in)."""
@@ -209,10 +210,28 @@ def progress_bar(total: int, initial: int, desc: str, *, enabled: bool, lines: b
                 dynamic_ncols=True, mininterval=1.0, unit="step")
 
 
-def _fail_points(rank: int) -> set[int]:
+def _poison_points(rank: int) -> set[int]:
+    """Global steps before which this rank's parameters become NaN (``DISTGCL_NAN_AT``)."""
+    return _fail_points(rank, NAN_AT_ENV)
+
+
+def _maybe_poison(method: Method, step: int, points: set[int]) -> None:
+    """Fault injection for the divergence guard: NaN parameters on this rank only, so only its
+    loss is not finite (the finite flag is all-reduced: every rank must stop)."""
+    if step not in points:
+        return
+    print(f"distgcl: {NAN_AT_ENV}: parameters set to NaN before step {step}", flush=True)
+    with torch.no_grad():
+        for opt in method.optimizers.values():
+            for group in opt.param_groups:
+                for param in group["params"]:
+                    param.fill_(float("nan"))
+
+
+def _fail_points(rank: int, env: str = FAIL_AT_ENV) -> set[int]:
     """Global steps after which this rank must exit once (``DISTGCL_FAIL_AT``)."""
     out = set()
-    for item in filter(None, os.environ.get(FAIL_AT_ENV, "").split(",")):
+    for item in filter(None, os.environ.get(env, "").split(",")):
         r, s = item.split(":")
         if int(r) == rank:
             out.add(int(s))
@@ -341,6 +360,7 @@ def run_training(config: Config, out_dir: str | Path | None = None,
         atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in records))
     snapshot = _Snapshot(method)
     fail_points = _fail_points(runtime.rank)
+    poison_points = _poison_points(runtime.rank)
     step_delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
     total_steps = t.epochs * steps_per_epoch
     bar = progress_bar(total_steps, global_step, f"{method.name}/{dataset.name}",
@@ -359,6 +379,7 @@ def run_training(config: Config, out_dir: str | Path | None = None,
         due = False
         try:
             for batch in method.batches(data, epoch, start_step=first):
+                _maybe_poison(method, global_step + 1, poison_points)
                 stats = method.training_step(batch)
                 if step_delay:
                     time.sleep(step_delay)

@@ -156,6 +156,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     the group Ray Train restarts after it returns at once, so it is never retried."""
     from distgcl.config import config_from_dict
     from distgcl.data import DatasetError
+    from distgcl.methods import TrainingDiverged
     from distgcl.train import run_training
 
     run_dir = Path(loop_config["run_dir"])
@@ -169,9 +170,12 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     runtime = RayTrainRuntime(run_dir, keep_checkpoints=config.dist.keep_checkpoints)
     try:
         run_training(config, run_dir, runtime)
-    except (ConfigError, DatasetError) as exc:
+    except (ConfigError, DatasetError, TrainingDiverged) as exc:
+        # not transient: a restarted group would hit it again (every rank raises a divergence
+        # at the same step, the finite flag is all-reduced before backward)
         atomic_write_text(run_dir / FATAL_FILE, json.dumps(
-            {"rank": runtime.rank, "error": str(exc).splitlines()[0]}))
+            {"rank": runtime.rank, "error": str(exc).splitlines()[0],
+             "kind": "diverged" if isinstance(exc, TrainingDiverged) else "config"}))
         raise
     # free the DDP modules now, while Ray Train's process group still exists: a DDP reducer
     # destroyed after destroy_process_group() can block its process forever
@@ -399,10 +403,15 @@ class DistributedTrainingFailed(RuntimeError):
 
 
 def _raise_fatal(run_dir: Path) -> None:
-    """The :class:`ConfigError` a worker left in ``.fatal.json``, if any."""
+    """The :class:`ConfigError` (or :class:`TrainingDiverged`) a worker left in
+    ``.fatal.json``, if any."""
+    from distgcl.methods import TrainingDiverged
+
     fatal = run_dir / FATAL_FILE
     if fatal.exists():
         info = json.loads(fatal.read_text())
+        if info.get("kind") == "diverged":
+            raise TrainingDiverged(info["error"])
         raise ConfigError(info["error"])
 
 

@@ -29,7 +29,7 @@ from distgcl.checkpoint import CheckpointManager  # noqa: E402
 from distgcl.config import ConfigError, load_config  # noqa: E402
 from distgcl.distributed.trainer import (  # noqa: E402
     FATAL_FILE, HEALTH_CHECK_ENV, RAY_LOG, InfeasibleRequest, check_resources, train_distributed)
-from distgcl.train import FAIL_AT_ENV, STEP_DELAY_ENV, run_training  # noqa: E402
+from distgcl.train import FAIL_AT_ENV, NAN_AT_ENV, STEP_DELAY_ENV, run_training  # noqa: E402,E501
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 240  # seconds any single run may take here
@@ -222,6 +222,22 @@ def test_a_rank_that_exits_is_named_in_one_line(ray_cluster, tmp_path) -> None:
     assert len(errors) == 1, proc.stderr[-3000:]
     assert "distributed training failed: rank 1: " in errors[0] and "Traceback" not in \
         proc.stderr, proc.stderr[-3000:]
+
+
+def test_a_nan_on_one_rank_stops_every_rank_once_without_retries(ray_cluster, tmp_path) -> None:
+    """NaN parameters on rank 1 only (mini-batch: the ranks' losses differ): the finite flag is
+    all-reduced before backward, so both ranks stop at step 3; not retried (max_failures=2)."""
+    args = ["--num-workers", "2"]
+    for item in NML:
+        args += ["--set", item]
+    proc = _cli(tmp_path, "nan", *args, env={"RAY_ADDRESS": ray_cluster, NAN_AT_ENV: "1:3"})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    errors = _error_lines(proc)
+    assert len(errors) == 1 and "training diverged" in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert (tmp_path / "nan" / "last_good.pt").is_file()
+    # one attempt only: the injection prints once per start of rank 1's worker
+    assert (proc.stdout + proc.stderr).count(f"{NAN_AT_ENV}: parameters set to NaN") == 1
 
 
 def test_a_bad_input_error_a_worker_finds_is_not_retried(tmp_path) -> None:
