@@ -213,8 +213,12 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> bool:
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        # the workers of a running cluster do not inherit this process's environment
-        forward = {k: v for k, v in os.environ.items() if k.startswith("DISTGCL_")}
+        # the workers of a running cluster do not inherit this process's environment; inside a
+        # submitted job the job's own env_vars reach them already, and Ray refuses a driver
+        # runtime env that names one of those keys again
+        in_job = _job_env_vars()
+        forward = {k: v for k, v in os.environ.items()
+                   if k.startswith("DISTGCL_") and k not in in_job}
         ray.init(address=address, log_to_driver=True,
                  runtime_env={"env_vars": forward} if forward else None)
         return False
@@ -225,6 +229,18 @@ def ensure_ray(address: str | None, num_cpus: int | None = None) -> bool:
     ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
              _node_ip_address="127.0.0.1", log_to_driver=True)
     return True
+
+
+def _job_env_vars() -> dict[str, str]:
+    """The ``env_vars`` of the Ray job this driver runs in (``ray job submit``), else ``{}``."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    try:
+        env = (json.loads(raw).get("runtime_env") or {}).get("env_vars") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return dict(env)
 
 
 class InfeasibleRequest(RuntimeError):
