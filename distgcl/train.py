@@ -48,8 +48,9 @@ from distgcl.runtime import Runtime
 from distgcl.work import Work
 
 FAIL_AT_ENV = "DISTGCL_FAIL_AT"
-NAN_AT_ENV = "DISTGCL_NAN_AT"  # fault injection: "RANK:STEP" poisons that rank's parameters
 """Test switch: ``rank:step[,rank:step...]`` makes that rank exit once after that global step."""
+NAN_AT_ENV = "DISTGCL_NAN_AT"
+"""Test switch: ``rank:step[,...]`` sets that rank's parameters to NaN before that global step."""
 STEP_DELAY_ENV = "DISTGCL_STEP_DELAY"
 """Test/demo switch: sleep this many seconds after every step (a window to kill a process in)."""
 
