@@ -12,6 +12,7 @@ from typing import Any
 
 _WHERE = {
     "cluster_purity": "centres", "select_centres": "centres", "spectral_clusters": "centres",
+    "kmeans_space": "centres",
     "allocate_clusters": "centres", "nearest_by_features": "centres",
     "SOLVERS": "eigensolvers", "Eigenpairs": "eigensolvers",
     "laplacian_eigenpairs": "eigensolvers", "residual_norms": "eigensolvers",

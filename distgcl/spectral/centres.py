@@ -17,6 +17,30 @@ from sklearn.preprocessing import StandardScaler
 CentreRule = Literal["norm", "centroid"]
 
 
+def kmeans_space(embedding: np.ndarray, standardize: bool = True, rtol: float = 1e-8
+                 ) -> np.ndarray:
+    r"""The space k-means runs in: the columns of :math:`\mathbf{U}_K` that vary on these rows,
+    z-scored when ``standardize`` (E2Neg's ``StandardScaler``).
+
+    On one connected component of a multi-component graph, the eigenvectors of the *other*
+    components are zero up to the solver's rounding (:math:`\sim 10^{-14}`); z-scoring would
+    blow that noise up to unit variance and let it drive the clusters. A column whose standard
+    deviation is below ``rtol`` times the largest one is therefore dropped first (at least one
+    column is always kept).
+
+    Shapes:
+        - **input:** ``embedding`` :math:`(N, K)`
+        - **output:** :math:`(N, K')`, :math:`1 \le K' \le K`
+    """
+    feats = np.asarray(embedding, dtype=np.float64)
+    spread = feats.std(axis=0)
+    keep = spread > rtol * spread.max() if spread.size else spread.astype(bool)
+    if not keep.any():
+        keep[np.argmax(spread)] = True
+    feats = feats[:, keep]
+    return StandardScaler().fit_transform(feats) if standardize else feats
+
+
 def spectral_clusters(embedding: np.ndarray, k: int, *, seed: int = 0, minibatch: bool = True,
                       batch_size: int = 2000, n_init: int = 10, standardize: bool = True
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -34,15 +58,15 @@ def spectral_clusters(embedding: np.ndarray, k: int, *, seed: int = 0, minibatch
         standardize (bool, optional): z-score every column first (E2Neg's ``StandardScaler``)
             (default: :obj:`True`).
 
+    k-means runs in :func:`kmeans_space` (numerically constant columns dropped, then z-scored).
+
     Returns:
         (ndarray, ndarray): cluster id per node :math:`(N,)` in :math:`[0, k)`, and the centroids
-        :math:`(k, K)` in the (standardized) space k-means ran in.
+        :math:`(k, K')` in the space k-means ran in.
     """
     if not 1 <= k <= embedding.shape[0]:
         raise ValueError(f"k must be in [1, N] = [1, {embedding.shape[0]}] (got {k})")
-    feats = np.asarray(embedding, dtype=np.float64)
-    if standardize:
-        feats = StandardScaler().fit_transform(feats)
+    feats = kmeans_space(embedding, standardize)
     if minibatch:
         km = MiniBatchKMeans(n_clusters=k, batch_size=batch_size, random_state=seed,
                              n_init=n_init)
@@ -70,8 +94,8 @@ def select_centres(embedding: np.ndarray, labels: np.ndarray, *, rule: CentreRul
       :math:`c_k = \arg\max_{i \in C_k} \lVert \mathbf{U}_K[i,:]\rVert_2` on the unstandardized
       embedding.
     * ``rule="centroid"``: :math:`c_k = \arg\min_{i \in C_k} \lVert z_i - \mu_k\rVert_2`, with
-      :math:`z` the (standardized, if ``standardize``) embedding and :math:`\mu_k` the given
-      ``centroids`` (or the cluster means when :obj:`None`).
+      :math:`z` the embedding in :func:`kmeans_space` (as :func:`spectral_clusters`) and
+      :math:`\mu_k` the given ``centroids`` (or the cluster means when :obj:`None`).
 
     Nodes with a negative label (not clustered) are ignored.
 
@@ -86,9 +110,7 @@ def select_centres(embedding: np.ndarray, labels: np.ndarray, *, rule: CentreRul
     if rule == "norm":
         score = np.linalg.norm(emb[valid], axis=1)
     elif rule == "centroid":
-        z = emb[valid]
-        if standardize:
-            z = StandardScaler().fit_transform(z)
+        z = kmeans_space(emb[valid], standardize)  # the space spectral_clusters ran in
         if centroids is None:
             k = int(lab.max()) + 1
             counts = np.bincount(lab, minlength=k).astype(np.float64)

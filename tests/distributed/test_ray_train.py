@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from distgcl.checkpoint import CheckpointManager  # noqa: E402
 from distgcl.config import ConfigError, load_config  # noqa: E402
 from distgcl.distributed.trainer import (  # noqa: E402
     FATAL_FILE, HEALTH_CHECK_ENV, RAY_LOG, InfeasibleRequest, check_resources, train_distributed)
+from killing import kill_rank_after_checkpoint, wait_for  # noqa: E402
 from distgcl.train import FAIL_AT_ENV, NAN_AT_ENV, STEP_DELAY_ENV, run_training  # noqa: E402,E501
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,14 +59,6 @@ def _config(storage: Path, name: str, *extra: str):
 
 def _epochs(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -100,25 +92,8 @@ def test_two_workers_record_layout_and_match_one_process_band(uninterrupted, tmp
 def test_worker_killed_by_pid_resumes_with_identical_numbers(uninterrupted, tmp_path) -> None:
     _, clean_epochs = uninterrupted
     run_dir = tmp_path / "killed"
-    pid_file = run_dir / "workers" / "rank-1.pid"
-    killed: dict[str, int] = {}
-
-    def killer() -> None:
-        _wait_for(lambda: 8 in CheckpointManager(run_dir).steps() and pid_file.exists(),
-                  TIMEOUT, "the step-8 checkpoint")
-        killed["pid"] = int(pid_file.read_text())
-        os.kill(killed["pid"], signal.SIGKILL)
-
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
-    os.environ[STEP_DELAY_ENV] = "0.15"  # a window of several seconds to kill in
-    try:
+    with kill_rank_after_checkpoint(run_dir, rank=1, step=8, timeout=TIMEOUT):
         result = train_distributed(_config(tmp_path, "killed"))
-    finally:
-        del os.environ[STEP_DELAY_ENV]
-    thread.join(timeout=5)
-    assert "pid" in killed, "the worker was never killed"
-    assert int(pid_file.read_text()) != killed["pid"]  # rank 1 really restarted
     epochs = _epochs(run_dir)
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]  # each epoch exactly once
     for got, want in zip(epochs, clean_epochs):
@@ -136,12 +111,12 @@ def test_killed_job_restarts_by_run_name_past_a_damaged_checkpoint(ray_cluster, 
     first = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: 16 in CheckpointManager(run_dir).steps(), TIMEOUT,
+        wait_for(lambda: 16 in CheckpointManager(run_dir).steps(), TIMEOUT,
                   "the step-16 checkpoint")
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the whole job: driver and its children
         first.wait(timeout=30)
-    _wait_for(lambda: not (run_dir / "result.json").exists() and _no_workers(run_dir), 60,
+    wait_for(lambda: not (run_dir / "result.json").exists() and _no_workers(run_dir), 60,
               "the killed job's workers to exit")
     entries = CheckpointManager(run_dir).entries()
     assert entries[-1][0] >= 16 and len(entries) >= 2

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +15,10 @@ import pytest
 import torch
 
 import distgcl.protocols
-from distgcl.checkpoint import CheckpointManager
 from distgcl.config import load_config
-from distgcl.train import STEP_DELAY_ENV, run_training
+from distgcl.checkpoint import CheckpointManager
+from distgcl.train import run_training
+from killing import kill_rank_after_checkpoint
 
 pytestmark = pytest.mark.gpu
 
@@ -129,39 +127,14 @@ def _ray_config(storage: Path, name: str, workers: int, *extra: str):
                    f"dist.storage_path={storage}", f"dist.run_name={name}", *extra)
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
 def test_ray_gpu_worker_killed_resumes(ray_gpu, tmp_path: Path) -> None:  # type: ignore
     from distgcl.distributed.trainer import train_distributed
 
     clean = train_distributed(_ray_config(tmp_path, "clean", 1))
     assert clean["world_size"] == 1 and clean["device"].startswith("cuda")
     run_dir = tmp_path / "killed"
-    pid_file = run_dir / "workers" / "rank-0.pid"
-    killed: dict[str, int] = {}
-
-    def killer() -> None:
-        _wait_for(lambda: 8 in CheckpointManager(run_dir).steps() and pid_file.exists(),
-                  TIMEOUT, "the step-8 checkpoint")
-        killed["pid"] = int(pid_file.read_text())
-        os.kill(killed["pid"], signal.SIGKILL)
-
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
-    os.environ[STEP_DELAY_ENV] = "0.15"  # a window of several seconds to kill in
-    try:
+    with kill_rank_after_checkpoint(run_dir, rank=0, step=8, timeout=TIMEOUT):
         result = train_distributed(_ray_config(tmp_path, "killed", 1))
-    finally:
-        del os.environ[STEP_DELAY_ENV]
-    thread.join(timeout=5)
-    assert "pid" in killed, "the worker was never killed"
-    assert int(pid_file.read_text()) != killed["pid"]  # the worker really restarted
     epochs, want = _epochs(run_dir), _epochs(tmp_path / "clean")
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]  # each epoch exactly once
     # CUDA scatter-adds are not bitwise deterministic: equal up to float rounding

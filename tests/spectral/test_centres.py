@@ -38,3 +38,18 @@ def test_purity_values():
     assert cluster_purity(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1])) == 1.0
     assert cluster_purity(np.array([0, 0, 0, 0]), np.array([0, 0, 1, 1])) == 0.5
     assert cluster_purity(np.array([0, -1, 1]), np.array([2, 0, 2])) == 1.0
+
+
+def test_other_components_rounding_noise_does_not_drive_the_clusters():
+    # one component's rows of a multi-component eigenbasis: 3 informative columns (three planted
+    # groups) and 20 columns that belong to other components, zero up to 1e-14 rounding
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(3), 40)
+    informative = np.eye(3)[groups] + 0.05 * rng.standard_normal((120, 3))
+    rounding = 1e-14 * rng.standard_normal((120, 20))
+    emb = np.hstack([informative, rounding])
+    labels, centroids = spectral_clusters(emb, 3, seed=0, minibatch=False)
+    assert cluster_purity(labels, groups) == 1.0  # z-scored noise columns would scatter them
+    assert centroids.shape == (3, 3)  # k-means ran on the informative columns only
+    centres = select_centres(emb, labels, rule="centroid", centroids=centroids)
+    assert sorted(groups[centres]) == [0, 1, 2]
