@@ -20,6 +20,35 @@ RESULTS = REPO / "bench" / "results"
 WORK = RESULTS / "_work"
 
 
+QUIET_MAX_LOAD = 0.5
+"""A 1-minute load average at or above this before a run marks its rows ``contended`` (the
+threshold of ``shared/tools/quiet``, which waits for it and sets ``DISTGCL_BENCH_LOAD_BEFORE``)."""
+
+
+def _loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def _load_before() -> float:
+    """The load before this benchmark: what ``quiet`` measured, else the load at import."""
+    value = os.environ.get("DISTGCL_BENCH_LOAD_BEFORE")
+    return float(value) if value else _LOAD_AT_IMPORT
+
+
+_LOAD_AT_IMPORT = _loadavg()
+
+
+def load_fields() -> dict[str, Any]:
+    """``load_before``, ``load_after`` (1-minute load averages), ``contended`` (load before at or
+    above :data:`QUIET_MAX_LOAD`, or not run under ``quiet``) and the ``command``: the fields
+    every timing row carries. The load after includes the benchmark's own processes."""
+    before = _load_before()
+    under_quiet = "DISTGCL_BENCH_LOAD_BEFORE" in os.environ
+    return {"load_before": before, "load_after": _loadavg(), "under_quiet": under_quiet,
+            "contended": before >= QUIET_MAX_LOAD or not under_quiet,
+            "command": command_line()}
+
+
 def machine_info() -> dict[str, Any]:
     import psutil
     import torch
@@ -93,8 +122,11 @@ def row_from_result(result: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 def write_results(name: str, rows: list[dict[str, Any]], notes: str) -> Path:
-    """Write ``bench/results/<name>.json`` and print the rows as a table."""
+    """Write ``bench/results/<name>.json`` and print the rows as a table. Every row gets the
+    :func:`load_fields` it does not set itself."""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = load_fields()
+    rows = [{**{k: v for k, v in stamp.items() if k not in row}, **row} for row in rows]
     payload = {"command": command_line(),
                "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                "machine": machine_info(), "notes": notes, "rows": rows}

@@ -1,10 +1,11 @@
 """Ray Train against the single-process loop, side by side -> bench/results/distributed.json.
 
     unshare -n sh -c 'ip link set lo up; DISTGCL_DATA=../shared/data python bench/distributed.py'
-        [--methods nml,grace] [--nml-epochs 3] [--grace-epochs 40] [--threads 1] [--no-kill]
+        [--methods nml,grace,grace-parts] [--nml-epochs 3] [--grace-epochs 40] [--no-kill]
 
-PubMed, NML-GCL mini-batch (B = K = 1024, fan-out [10, 10]) and GRACE with K = 1024 sampled
-negatives, each as: the single-process loop, Ray Train with 1 worker and with 2 workers, every
+PubMed, NML-GCL mini-batch (B = K = 1024, fan-out [10, 10]), GRACE with K = 1024 sampled
+negatives and GRACE on random parts (``--methods grace-parts``: 20 parts an epoch, all negatives
+within the part), each as: the single-process loop, Ray Train with 1 worker and with 2 workers, every
 process on ``--threads`` torch threads (1: the two workers fill this 2-core machine). Same seed,
 same epochs, same checkpoint cadence (local checkpoints for the single-process loop). Per row:
 accuracy (10-seed probe), seconds per epoch, anchors per second (summed over ranks, and per
@@ -37,12 +38,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, WORK, row_from_result, run_distgcl, write_results  # noqa: E402
 
+GRACE_PARTS = 20
 METHODS = {
     "nml": ("configs/pubmed_nml.yaml",
             ["nml.mode=minibatch", "nml.batch_size=1024", "nml.num_negatives=1024",
              "nml.num_neighbors=[10,10]"]),
     "grace": ("configs/pubmed_grace.yaml",
               ["grace.negatives=sampled", "grace.num_negatives=1024"]),
+    # the GRACE that scales: each rank trains on its own random parts (induced subgraphs), where
+    # `negatives: sampled` runs the whole-graph encoder on every rank
+    "grace-parts": ("configs/pubmed_grace.yaml",
+                    ["grace.batching=parts", f"grace.num_parts={GRACE_PARTS}"]),
 }
 
 
@@ -139,13 +145,15 @@ def main() -> None:
     parser.add_argument("--grace-epochs", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-kill", action="store_true")
+    parser.add_argument("--note", default="", help="text appended to the file's notes")
     args = parser.parse_args()
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
     rows: list[dict[str, Any]] = []
     for method in args.methods.split(","):
         config, _ = METHODS[method]
         epochs = args.nml_epochs if method == "nml" else args.grace_epochs
-        every = 20 if method == "nml" else 10  # NML: once an epoch (20 steps); GRACE: 10 epochs
+        # NML: once an epoch (20 steps); GRACE: 10 epochs (parts: 10 epochs of one worker)
+        every = {"nml": 20, "grace": 10, "grace-parts": 10 * GRACE_PARTS}[method]
         base = _overrides(method, epochs, args.threads, every)
         by_variant: dict[str, dict[str, Any]] = {}
         for variant, workers, extra in (("single-process", 1, []),
@@ -181,7 +189,7 @@ def main() -> None:
              "cost comparison at equal epochs, the accuracy is early-training); checkpoints every "
              "epoch (NML, 20 steps) / 10 epochs (GRACE) in every variant; kill-and-resume: "
              "checkpoints every 5 steps. No GPU here: the --use-gpu rows are not measured.")
-    write_results("distributed", rows, notes)
+    write_results("distributed", rows, f"{notes} {args.note}".strip())
 
 
 if __name__ == "__main__":

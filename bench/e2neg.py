@@ -165,6 +165,7 @@ def main() -> None:
                         help="accuracy, ksweep: reuse the result.json of rows already run")
     parser.add_argument("--skip-missing", action="store_true",
                         help="accuracy: only collect rows already run (run nothing)")
+    parser.add_argument("--note", default="", help="text appended to the file's notes")
     args = parser.parse_args()
 
     COMMON[:] = [f"train.threads={args.threads}"]
@@ -205,7 +206,7 @@ def main() -> None:
         "seconds_per_epoch excludes E2Neg's one-off prepare_seconds (spectral step, k-means, "
         "stars; cached on disk). "
         "Parts and arguments: " + "; ".join(used))
-    write_results("e2neg", rows, notes)
+    write_results("e2neg", rows, f"{notes} {args.note}".strip())
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--note", default="", help="text appended to the file's notes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
@@ -64,7 +65,8 @@ def main() -> None:
                   f"Best of {args.repeats} forward+backward passes of the full-batch GRACE loss "
                   f"(tau 0.5, intra-view negatives) on random inputs, {args.threads} torch "
                   f"threads: three N x N matrices (grace_loss unchunked) vs the per-direction "
-                  f"block path (four N x N blocks with masks, as each chunk of the chunked mode).")
+                  f"block path (four N x N blocks with masks, as each chunk of the chunked mode). "
+                  f"{args.note}".strip())
 
 
 if __name__ == "__main__":

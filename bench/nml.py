@@ -244,6 +244,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="reuse the finished rows of an interrupted run "
                         "(_work/nml_partial.json)")
+    parser.add_argument("--note", default="", help="text appended to the file's notes")
     args = parser.parse_args()
     datasets = [d for d in args.datasets.split(",") if d]
     if args.resume and PARTIAL.exists():
@@ -272,7 +273,7 @@ def main() -> None:
         notes = old["notes"] if METRIC_NOTES in old["notes"] else f"{old['notes']} {METRIC_NOTES}"
         notes += (f" This file's rows come from two commands: `{old['command']}` (the rows "
                   "without a metric field) and the one in 'command' (appended rows).")
-    write_results("nml", rows, notes)
+    write_results("nml", rows, f"{notes} {args.note}".strip())
 
 
 if __name__ == "__main__":

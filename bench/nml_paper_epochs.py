@@ -19,6 +19,11 @@ COMMON = ["train.threads=1", "eval.probe_epochs=500", "eval.probe_eval_every=10"
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--note", default="", help="text appended to the file's notes")
+    args = parser.parse_args()
     import yaml
 
     rows = []
@@ -37,7 +42,7 @@ def main() -> None:
         "NML-GCL full-batch with the official per-dataset hyperparameters and epoch counts "
         "(Cora 200, T_M=2; CiteSeer 50, T_M=3), public splits, 10 probe seeds (500 probe epochs, "
         "validation every 10; the official code uses 3000 / every 2), 1 torch thread on a shared "
-        "2-core CPU (seconds are pessimistic)."))
+        f"2-core CPU (seconds are pessimistic). {args.note}".strip()))
 
 
 if __name__ == "__main__":

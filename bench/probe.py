@@ -69,6 +69,11 @@ def sklearn_probe(z: np.ndarray, y: np.ndarray, split) -> float:
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--note", default="", help="text appended to the file's notes")
+    args = parser.parse_args()
     torch.set_num_threads(1)  # the machine is shared; one thread avoids oversubscription
     ds = load_dataset("pubmed", default_root(), normalize_features=True)
     torch.manual_seed(0)
@@ -104,7 +109,8 @@ def main() -> None:
         f"1 torch thread. {SEEDS} probe seeds on PubMed embeddings from a seeded untrained 2-layer GCN (512). "
         f"batched = distgcl.eval.linear_probe (all seeds in one model), plain = same Adam probe "
         f"(same initial weights per seed) one seed at a time, sklearn = LogisticRegression(lbfgs) with C in {{0.01,0.1,1,10}} "
-        f"picked on validation. {EPOCHS} epochs, validation every {EVAL_EVERY}."))
+        f"picked on validation. {EPOCHS} epochs, validation every {EVAL_EVERY}. "
+        f"{args.note}".strip()))
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--work", default=str(WORK / "proteins"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--note", default="", help="text appended to the file's notes")
     args = parser.parse_args()
     scales = [float(Fraction(s)) for s in args.scales.split(",")]
     if args.worker:
@@ -114,7 +115,7 @@ def main() -> None:
         "1.3.6 PygNodePropPredDataset processing (pandas read_csv of the gzip CSVs, inverse "
         "edges, torch.save) + distgcl's default node features at the time of the run (see node_features, the column count); load_cached = a "
         "second load from ogb's processed file. peak_rss_mb includes the interpreter, torch and "
-        "PyG (about 390 MB). Generator parameters: distgcl.data.proteins.ProteinsModel defaults."))
+        "PyG (about 390 MB). Generator parameters: distgcl.data.proteins.ProteinsModel defaults. " + args.note).strip())
 
 
 if __name__ == "__main__":

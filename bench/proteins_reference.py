@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default=str(WORK / "proteins"))
     parser.add_argument("--worker", nargs=3, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--note", default="", help="text appended to the file's notes")
     args = parser.parse_args()
     if args.worker:
         kind, scale, features = args.worker
@@ -114,7 +115,7 @@ def main() -> None:
         "(MLP about 72.0, GraphSAGE 77.68) are for reference only: this graph's difficulty is "
         "set by the generator, not measured from the real data. Run under flock "
         f"/tmp/distgcl-heavy.lock with {args.threads} torch threads; other engineers' light "
-        "work shared the machine, so seconds are noisy."))
+        f"work shared the machine, so seconds are noisy. {args.note}".strip()))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=REPO / "bench/results/_work/scale")
     parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--note", default="", help="text appended to the file's notes")
     args = parser.parse_args()
     torch.set_num_threads(1)
     scales = sorted(args.work.glob("scale-*"),
@@ -71,7 +72,7 @@ def main() -> None:
                   "NML-GCL's per-step subgraph on the sweep's proteins-shaped graphs: fan-out "
                   "[10, 5], 1024 anchors + 1024 uniform candidates per step (configs/"
                   f"proteins_nml.yaml), {args.batches} steps per scale, 1 torch thread, CSR "
-                  "sampler (Floyd's algorithm without replacement).")
+                  f"sampler (Floyd's algorithm without replacement). {args.note}".strip())
 
 
 if __name__ == "__main__":

@@ -163,18 +163,33 @@ def _train_distributed(config, out: str | None,  # type: ignore[no-untyped-def]
     return 0
 
 
+def probe_score_text(mean: float, std: float, per_seed: list[float] | None) -> str:
+    """The probe score with a spread only where it means something. A fixed (public) split with
+    the deterministic L-BFGS probe gives every probe seed the same score: one number repeated,
+    so say it is one training run on a fixed split rather than print "± 0.00". Otherwise the
+    spread is over the probe seeds (their splits or probe inits) of this one training run; a
+    spread over training seeds needs one run per ``--set train.seed=S``."""
+    scores = list(per_seed) if per_seed else []
+    if len(scores) <= 1 or max(scores) - min(scores) < 1e-9:
+        if len(scores) <= 1:
+            return f"{mean:.2f} (a single training run and one probe seed: no spread)"
+        return (f"{mean:.2f} (a single training run on a fixed split: the {len(scores)} probe "
+                f"seeds all score the same, no spread)")
+    return f"{mean:.2f} ± {std:.2f} (spread over {len(scores)} probe seeds of one training run)"
+
+
 def _print_result(result: dict, where: str) -> None:
     m = result["metrics"]
     if "linear_probe" in m.get("skipped", {}):
         line = f"linear probe skipped: {m['skipped']['linear_probe']}"
     elif "accuracy_mean" in m:
-        line = f"linear-probe accuracy: {m['accuracy_mean']:.2f} ± {m['accuracy_std']:.2f}"
+        line = "linear-probe accuracy: " + probe_score_text(
+            m["accuracy_mean"], m["accuracy_std"], m.get("accuracy_per_seed"))
         if "nmi" in m:
             line += f" | NMI {m['nmi']:.4f} ARI {m['ari']:.4f} FMI {m['fmi']:.4f}"
     else:
-        line = f"linear-probe ROC-AUC: {m['rocauc_mean']:.2f} ± {m['rocauc_std']:.2f}"
-    if "linear_probe" not in m.get("skipped", {}):
-        line += f" ({result['config']['eval']['probe_seeds']} probe seeds)"
+        line = "linear-probe ROC-AUC: " + probe_score_text(
+            m["rocauc_mean"], m["rocauc_std"], m.get("rocauc_per_seed"))
     workers = result.get("world_size", 1)
     print(f"{result['method']} on {result['dataset']}: {line}")
     print(f"{result['timing']['seconds_per_epoch']:.3f} s/epoch, "
