@@ -134,6 +134,7 @@ def main() -> None:
     ap.add_argument("--methods", default="e2neg,nml,grace")
     ap.add_argument("--quick", action="store_true", help="small generated graph (smoke test)")
     ap.add_argument("--name", default="gpu", help="bench/results/<name>.json")
+    ap.add_argument("--note", default="", help="text appended to the file's notes")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -166,7 +167,7 @@ def main() -> None:
     write_results(args.name + ("-quick" if args.quick else ""), rows,
                   notes="issue 17: in-process method API, warm-up step then timed steps; "
                         "CPU baseline with --cpu-threads threads; accuracy_mean is the probe "
-                        "after these few steps only (a smoke value)")
+                        "after these few steps only (a smoke value). " + args.note)
 
 
 if __name__ == "__main__":
