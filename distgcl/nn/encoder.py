@@ -50,6 +50,12 @@ class GCNEncoder(nn.Module):
             every layer, as GRACE's code; ``prelu`` one per-channel PReLU per layer.
         activate_last (bool, optional): apply :math:`\sigma` after the last layer as well
             (GRACE: yes, NML-GCL: no) (default: :obj:`True`).
+        sparse (bool, optional): ``forward`` runs every layer as one CSR sparse x dense
+            product with its backward (:func:`normalized_operator`, built once per call and
+            shared by the layers); ``False``: PyG's per-edge messages (``index_select`` +
+            ``scatter`` over :math:`E \times d`). Same values to float rounding, same
+            gradients; an attribute, not a parameter nor in :attr:`hparams`, so the state dict
+            and ``encoder.pt`` are the same either way (default: :obj:`True`).
 
     ``forward(x, edge_index, targets)`` computes the last layer for the ``targets`` rows only,
     as :math:`(\hat{\mathbf{A}}\mathbf{H})_{T}\boldsymbol{\Theta} + b` (aggregate, then
@@ -64,8 +70,10 @@ class GCNEncoder(nn.Module):
     """
 
     def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None = None, layers: int = 2,
-                 activation: str = "relu", activate_last: bool = True) -> None:
+                 activation: str = "relu", activate_last: bool = True,
+                 sparse: bool = True) -> None:
         super().__init__()
+        self.sparse = sparse
         if layers < 1:
             raise ValueError(f"'{self.__class__.__name__}' needs at least one layer (got {layers})")
         hidden_dim = hidden_dim or 2 * out_dim
@@ -86,6 +94,26 @@ class GCNEncoder(nn.Module):
         ``load_state_dict`` gives the trained one; what ``encoder.pt`` stores)."""
 
     def forward(self, x: Tensor, edge_index: EdgeIndex, targets: OptTensor = None) -> Tensor:
+        """The encoder on ``(x, edge_index)`` (class docs); with :attr:`sparse`, the propagation
+        matrix is built once (:class:`_Operators`) and every layer is one CSR product."""
+        if not self.sparse:
+            return self._forward_messages(x, edge_index, targets)
+        n = x.size(0)
+        operators = _Operators(edge_index, n, x.dtype)
+        last = len(self.convs) - 1
+        for i, conv in enumerate(self.convs):
+            if i == last and targets is not None:
+                x = _sparse_conv(conv, x, operators.rows(conv, targets), aggregate_first=True)
+            else:
+                x = _sparse_conv(conv, x, operators.full(conv))
+            if i < len(self.activations):
+                x = self.activations[i](x)
+        return x
+
+    def _forward_messages(self, x: Tensor, edge_index: EdgeIndex,
+                          targets: OptTensor = None) -> Tensor:
+        r"""``forward`` through PyG's per-edge messages (``index_select`` + ``scatter`` over
+        :math:`E \times d` messages): the path before issue 19, kept for comparison."""
         last = len(self.convs) - 1
         for i, conv in enumerate(self.convs):
             if i == last and targets is not None:
@@ -118,11 +146,10 @@ class GCNEncoder(nn.Module):
         rows = batch_size if batch_size > 0 else max(n, 1)
         bar = tqdm(total=len(self.convs) * math.ceil(n / rows), desc="embed", unit="batch",
                    disable=not progress, dynamic_ncols=True, mininterval=1.0)
-        adj = None
+        operators = _Operators(edge_index, n, x.dtype)
         h = x
         for i, conv in enumerate(self.convs):
-            if adj is None:
-                adj = normalized_operator(conv, edge_index, n, x.dtype)
+            adj = operators.full(conv)
             # \hat{A}(H W) = (\hat{A} H) W: multiply the sparse operator by the narrower side
             # (proteins: 16 input features, 512 outputs: 32x fewer sparse multiply-adds); one
             # GEMM over all rows either way, so row batches leave the result bit-identical
@@ -155,25 +182,106 @@ class GCNEncoder(nn.Module):
 def normalized_operator(conv: GCNConv, edge_index: EdgeIndex, num_nodes: int,
                         dtype: torch.dtype) -> Tensor:
     r"""GCNConv's propagation matrix :math:`\hat{\mathbf{D}}^{-1/2}\hat{\mathbf{A}}
-    \hat{\mathbf{D}}^{-1/2}` as a torch CSR tensor (rows = targets), from PyG's own ``gcn_norm``,
-    on ``edge_index``'s device.
+    \hat{\mathbf{D}}^{-1/2}` as a torch CSR tensor :math:`(N, N)` (rows = targets), from PyG's
+    own ``gcn_norm`` (so ``add_remaining_self_loops``: a self loop already present is kept once,
+    not doubled), on ``edge_index``'s device. Duplicate edges are summed.
     """
-    ei, w = gcn_norm(edge_index, None, num_nodes, improved=conv.improved,
-                     add_self_loops=conv.add_self_loops, flow=conv.flow, dtype=dtype)
-    dst, src = (ei[1], ei[0]) if conv.flow == "source_to_target" else (ei[0], ei[1])
-    # one stable sort of the (row, column) keys: 5x faster than COO coalesce() on proteins'
-    # 79 M edges; duplicate edges (CSR wants distinct columns per row) go the coalesce way
-    key, order = torch.sort(dst * num_nodes + src, stable=True)
+    return _csr(*_normalized_edges(conv, edge_index, num_nodes, dtype), num_nodes, num_nodes)
+
+
+def _normalized_edges(conv: GCNConv, edge_index: EdgeIndex, num_nodes: int,
+                      dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """``(row, col, value)`` of ``conv``'s propagation matrix (row = target), as ``conv`` would
+    weight its messages (``gcn_norm`` when ``conv.normalize``, else weight 1)."""
+    if conv.normalize:
+        ei, w = gcn_norm(edge_index, None, num_nodes, improved=conv.improved,
+                         add_self_loops=conv.add_self_loops, flow=conv.flow, dtype=dtype)
+    else:
+        ei = edge_index
+        w = torch.ones(edge_index.size(1), dtype=dtype, device=edge_index.device)
+    if conv.flow == "source_to_target":
+        return ei[1], ei[0], w
+    return ei[0], ei[1], w
+
+
+def _csr(row: Tensor, col: Tensor, value: Tensor, num_rows: int, num_cols: int) -> Tensor:
+    """The :math:`(R, C)` CSR matrix of the COO triplets, duplicates summed, on ``row``'s
+    device."""
+    # one sort of the (row, column) keys: 5x faster than COO coalesce() on proteins' 79 M
+    # edges; duplicates (CSR wants distinct sorted columns per row) are merged after it
+    key, order = torch.sort(row * num_cols + col, stable=True)
+    if key.numel() > 1 and bool((key[1:] == key[:-1]).any()):
+        key, inverse = torch.unique_consecutive(key, return_inverse=True)
+        value = value.new_zeros(key.numel()).index_add_(0, inverse, value[order])
+        row, col = key.div(num_cols, rounding_mode="floor"), key.remainder(num_cols)
+    else:  # no extra E-sized temporaries (proteins: 79 M edges, 0.6 GB each)
+        value, col = value[order], col[order]
+    del key, order
+    crow = torch.zeros(num_rows + 1, dtype=torch.long, device=row.device)
+    torch.cumsum(torch.bincount(row, minlength=num_rows), 0, out=crow[1:])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support.*")
-        if key.numel() > 1 and bool((key[1:] == key[:-1]).any()):
-            return torch.sparse_coo_tensor(torch.stack([dst, src]), w, (num_nodes, num_nodes),
-                                           device=dst.device,
-                                           check_invariants=False).coalesce().to_sparse_csr()
-        crow = torch.zeros(num_nodes + 1, dtype=torch.long, device=dst.device)
-        torch.cumsum(torch.bincount(dst, minlength=num_nodes), 0, out=crow[1:])
-        return torch.sparse_csr_tensor(crow, src[order], w[order], (num_nodes, num_nodes),
-                                       device=dst.device, check_invariants=False)
+        return torch.sparse_csr_tensor(crow, col, value, (num_rows, num_cols),
+                                       device=row.device, check_invariants=False)
+
+
+class _Operators:
+    """The propagation matrices of one ``forward``: built once per distinct GCNConv
+    normalisation (every layer of a :class:`GCNEncoder` shares one) instead of once per layer
+    as ``GCNConv`` does."""
+
+    def __init__(self, edge_index: EdgeIndex, num_nodes: int, dtype: torch.dtype) -> None:
+        self.edge_index, self.num_nodes, self.dtype = edge_index, num_nodes, dtype
+        self._edges: dict[tuple[Any, ...], tuple[Tensor, Tensor, Tensor]] = {}
+        self._full: dict[tuple[Any, ...], Tensor] = {}
+
+    @staticmethod
+    def _key(conv: GCNConv) -> tuple[Any, ...]:
+        return conv.normalize, conv.improved, conv.add_self_loops, conv.flow
+
+    def edges(self, conv: GCNConv) -> tuple[Tensor, Tensor, Tensor]:
+        key = self._key(conv)
+        if key not in self._edges:
+            self._edges[key] = _normalized_edges(conv, self.edge_index, self.num_nodes,
+                                                 self.dtype)
+        return self._edges[key]
+
+    def full(self, conv: GCNConv) -> Tensor:
+        r""":math:`\hat{\mathbf{A}}` :math:`(N, N)` as CSR."""
+        key = self._key(conv)
+        if key not in self._full:
+            self._full[key] = _csr(*self.edges(conv), self.num_nodes, self.num_nodes)
+        return self._full[key]
+
+    def rows(self, conv: GCNConv, targets: Tensor) -> Tensor:
+        r"""Rows ``targets`` (distinct) of :math:`\hat{\mathbf{A}}`, :math:`(T, N)` CSR, from
+        the targets' in-edges only."""
+        row, col, value = self.edges(conv)
+        pos = torch.full((self.num_nodes,), -1, dtype=torch.long, device=row.device)
+        pos[targets] = torch.arange(targets.numel(), device=row.device)
+        keep = pos[row] >= 0
+        return _csr(pos[row[keep]], col[keep], value[keep], targets.numel(), self.num_nodes)
+
+
+def _sparse_conv(conv: GCNConv, h: Tensor, adj: Tensor,
+                 aggregate_first: bool | None = None) -> Tensor:
+    r"""``conv`` as one CSR sparse x dense product :math:`\hat{\mathbf{A}}(\mathbf{H}
+    \boldsymbol{\Theta}) + b`, or :math:`(\hat{\mathbf{A}}\mathbf{H})\boldsymbol{\Theta} + b`
+    (equal; default: whichever multiplies the sparse matrix by the narrower side).
+
+    Shapes: ``h`` :math:`(N, F)`, ``adj`` :math:`(R, N)` CSR -> :math:`(R, d)`.
+
+    ``torch.sparse.mm`` has its own backward (to ``h``: :math:`\hat{\mathbf{A}}^\top G`), so no
+    autograd function of ours. Not ``GCNConv(h, adj_t)`` (PyG's sparse path): that reruns
+    ``gcn_norm`` and rebuilds the CSR in every layer, adds self loops where ``edge_index`` already
+    has them (``add_self_loops`` instead of ``add_remaining_self_loops``), and always transforms
+    first (``bench/nml_step.py`` times the three ways).
+    """
+    if aggregate_first is None:
+        aggregate_first = conv.lin.in_channels < conv.lin.out_channels
+    out = conv.lin(torch.sparse.mm(adj, h)) if aggregate_first else \
+        torch.sparse.mm(adj, conv.lin(h))
+    return out + conv.bias if conv.bias is not None else out
 
 
 def _csr_rows(adj: Tensor, lo: int, hi: int) -> Tensor:
