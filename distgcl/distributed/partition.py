@@ -8,6 +8,7 @@ contiguous ranges of the new ids (shard :math:`p` owns new ids ``bounds[p]:bound
 * ``rcm``: scipy's reverse Cuthill-McKee (bandwidth reduction: a node's neighbours get nearby
   ids, so few of them fall in another range), equal ranges;
 * ``identity`` / ``random``: the input order / a seeded random order (the baseline), equal ranges;
+* ``hash``: :func:`hash_order` (a hash of the node id picks the shard);
 * ``auto`` (default): METIS when available, else whichever of RCM and the input order cuts fewer
   edges (generators and datasets often number nodes by community already).
 
@@ -58,7 +59,7 @@ from distgcl.spectral.laplacian import adjacency, connected_components, degrees
 from distgcl.typing import EdgeIndex
 
 FORMAT_VERSION = 1
-ORDERS: tuple[str, ...] = ("auto", "metis", "rcm", "identity", "random")
+ORDERS: tuple[str, ...] = ("auto", "metis", "rcm", "identity", "random", "hash")
 
 
 class ShardChecksumError(ValueError):
@@ -226,6 +227,9 @@ def locality_order(adj: sp.csr_matrix, num_parts: int, method: str = "auto", see
         return new_to_old, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), "metis"
     if method == "identity":
         return np.arange(n), bounds, "identity"
+    if method == "hash":
+        new_to_old, hash_bounds = hash_order(n, num_parts)
+        return new_to_old, hash_bounds, "hash"
     if method == "random":
         return np.random.default_rng(seed).permutation(n), bounds, "random"
     rcm = reverse_cuthill_mckee(adj, symmetric_mode=True).astype(np.int64)
@@ -235,6 +239,24 @@ def locality_order(adj: sp.csr_matrix, num_parts: int, method: str = "auto", see
     if edge_cut(adj, _inverse(rcm), bounds) <= edge_cut(adj, identity, bounds):
         return rcm, bounds, "rcm"
     return identity, bounds, "identity"
+
+
+def hash_order(n: int, num_parts: int) -> tuple[np.ndarray, np.ndarray]:
+    r"""Hash ownership: node :math:`i` goes to shard :math:`h(i) \bmod P` with
+    :math:`h(i) = (2654435761\,i) \bmod 2^{32}` (Knuth's multiplicative hash, so shards get
+    every residue class of a structured numbering), in input order inside a shard. Needs the
+    node ids only, not the graph: ``(new_to_old, bounds)``.
+
+    Raises:
+        ValueError: a shard would be empty.
+    """
+    owner = ((np.arange(n, dtype=np.uint64) * np.uint64(2654435761)) % np.uint64(2**32)
+             % np.uint64(num_parts)).astype(np.int64)
+    counts = np.bincount(owner, minlength=num_parts)
+    if n and int(counts.min()) == 0:
+        raise ValueError(f"hash ownership leaves a shard empty (N = {n}, P = {num_parts})")
+    return np.argsort(owner, kind="stable"), np.concatenate([[0], np.cumsum(counts)]
+                                                            ).astype(np.int64)
 
 
 def _inverse(perm: np.ndarray) -> np.ndarray:
@@ -450,3 +472,485 @@ def _write_partition(out: Path, edge_index: EdgeIndex, n: int, num_shards: int,
     tmp = out / f"manifest.json.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     os.replace(tmp, out / "manifest.json")
+
+
+# ----------------------------------------------------------------------------- streaming
+
+class GraphSource:
+    """Where :func:`stream_partition` reads a graph from, in chunks: the node count, then
+    edges, feature rows and label rows in input order (never all at once).
+
+    Subclasses set ``num_nodes`` and implement :meth:`edges` (``(2, k)`` int64 chunks);
+    :meth:`features` / :meth:`labels` yield row chunks in node order (or nothing);
+    :meth:`fingerprint` names the input (files, sizes, times), the partition's cache key.
+    """
+
+    num_nodes: int
+
+    def edges(self, chunk: int) -> Any:
+        raise NotImplementedError
+
+    def features(self, chunk: int) -> Any:
+        return iter(())
+
+    def labels(self, chunk: int) -> Any:
+        return iter(())
+
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+
+def _file_stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _csv_chunks(path: Path, chunk: int, dtype: type) -> Any:
+    """Row chunks of a header-less (gzip) CSV as numpy arrays (pandas' C parser)."""
+    import pandas as pd
+
+    with pd.read_csv(path, header=None, chunksize=chunk, dtype=dtype) as reader:
+        for frame in reader:
+            yield frame.to_numpy()
+
+
+class CsvGraphSource(GraphSource):
+    r"""A graph in OGB's raw layout (``<dir>/raw/*.csv.gz``, header-less, as
+    :mod:`distgcl.data.csv_gz` writes and ogb's ``read_csv_graph_raw`` reads): ``edge.csv.gz``
+    (``src,dst`` per line), ``num-node-list.csv.gz``, optional ``node-feat.csv.gz`` (parsed as
+    float64 and stored float32, as ogb's loader and :func:`~distgcl.data.load_dataset`) and
+    ``node-label.csv.gz``.
+
+    Args:
+        root (str or Path): the dataset directory (holding ``raw/``) or ``raw/`` itself.
+        add_reverse (bool, optional): also emit :math:`(d, s)` for every row, right after its
+            chunk (ogbn-arxiv is stored one way; ogb's loader symmetrizes it with
+            ``to_undirected``, which also sorts and merges, so edge ids differ from that
+            loader's) (default: :obj:`False`).
+        edge_features (str, optional): ``none`` or ``sum+mean``: node features from
+            ``edge-feat.csv.gz`` as :func:`~distgcl.data.ogb.proteins_node_features`
+            (ogbn-proteins; the sums are a float32 :math:`(N, F_e)` accumulator, the one
+            :math:`O(N)`-row array of the pass) (default: ``none``).
+    """
+
+    def __init__(self, root: str | Path, add_reverse: bool = False,
+                 edge_features: str = "none") -> None:
+        root = Path(root)
+        self.raw = root if (root / "edge.csv.gz").is_file() else root / "raw"
+        for name in ("edge.csv.gz", "num-node-list.csv.gz"):
+            if not (self.raw / name).is_file():
+                raise FileNotFoundError(f"{self.raw / name} does not exist (an OGB raw folder "
+                                        f"has edge.csv.gz and num-node-list.csv.gz)")
+        if edge_features not in ("none", "sum+mean"):
+            raise ValueError(f"unknown edge_features {edge_features!r}; known: none, sum+mean")
+        if edge_features != "none" and not (self.raw / "edge-feat.csv.gz").is_file():
+            raise FileNotFoundError(f"{self.raw / 'edge-feat.csv.gz'} does not exist")
+        counts = next(_csv_chunks(self.raw / "num-node-list.csv.gz", 1 << 16, np.int64))
+        self.num_nodes = int(counts.sum())
+        self.add_reverse = bool(add_reverse)
+        self.edge_features = edge_features
+
+    def _files(self) -> list[Path]:
+        names = ["edge.csv.gz", "num-node-list.csv.gz", "node-feat.csv.gz", "node-label.csv.gz",
+                 "edge-feat.csv.gz"]
+        return [self.raw / n for n in names if (self.raw / n).is_file()]
+
+    def fingerprint(self) -> str:
+        return "|".join([f"csv:{self.add_reverse}:{self.edge_features}"] +
+                        [_file_stamp(f) for f in self._files()])
+
+    def edges(self, chunk: int) -> Any:
+        for rows in _csv_chunks(self.raw / "edge.csv.gz", chunk, np.int64):
+            yield rows.T
+            if self.add_reverse:
+                yield rows.T[::-1]
+
+    def features(self, chunk: int) -> Any:
+        if self.edge_features == "sum+mean":
+            yield from self._edge_feature_rows(chunk)
+        elif (self.raw / "node-feat.csv.gz").is_file():
+            for rows in _csv_chunks(self.raw / "node-feat.csv.gz", chunk, np.float64):
+                yield rows.astype(np.float32)
+
+    def _edge_feature_rows(self, chunk: int) -> Any:
+        """``[sum, mean]`` of the in-edges' features per node (float32 sums in edge order, as
+        :func:`~distgcl.data.ogb.proteins_node_features`)."""
+        total: Tensor | None = None
+        degree = torch.zeros(self.num_nodes, dtype=torch.long)
+        feats = _csv_chunks(self.raw / "edge-feat.csv.gz", chunk, np.float64)
+        for rows in _csv_chunks(self.raw / "edge.csv.gz", chunk, np.int64):
+            attr = torch.from_numpy(next(feats)).float()
+            if total is None:
+                total = torch.zeros(self.num_nodes, attr.shape[1], dtype=torch.float32)
+            target = torch.from_numpy(np.ascontiguousarray(rows[:, 1]))
+            total.index_add_(0, target, attr)
+            degree += torch.bincount(target, minlength=self.num_nodes)
+        if total is None:
+            return
+        mean = total / degree.clamp_min(1).unsqueeze(1)
+        for lo in range(0, self.num_nodes, chunk):
+            yield torch.cat([total[lo:lo + chunk], mean[lo:lo + chunk]], dim=1).numpy()
+
+    def labels(self, chunk: int) -> Any:
+        if (self.raw / "node-label.csv.gz").is_file():
+            for rows in _csv_chunks(self.raw / "node-label.csv.gz", chunk, np.float64):
+                labels = rows if rows.shape[1] > 1 else rows[:, 0]
+                if np.isnan(labels).any() or not np.array_equal(labels, np.round(labels)):
+                    yield labels.astype(np.float32)  # multi-task 0/1 with gaps: float
+                else:
+                    yield labels.astype(np.int64)
+
+
+class FileGraphSource(GraphSource):
+    """A ``file`` graph (a ``torch.save``d PyG ``Data`` or dict with ``x`` and ``edge_index``,
+    as :func:`~distgcl.data.load_dataset` reads it) memory-mapped (``torch.load(mmap=True)``):
+    chunks are slices of the mapped tensors, so only the pages of one chunk are read at a
+    time. Features are stored float32, edges int64, as ``load_dataset``; its feature
+    preprocessing options are not applied here (they need the whole feature matrix)."""
+
+    def __init__(self, path: str | Path) -> None:
+        from distgcl.data.ogb import allow_pyg_pickles
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"graph file {self.path} does not exist")
+        allow_pyg_pickles()
+        obj = torch.load(self.path, mmap=True, weights_only=True, map_location="cpu")
+        get = obj.get if isinstance(obj, dict) else (lambda k: getattr(obj, k, None))
+        self.edge_index, self.x, self.y = get("edge_index"), get("x"), get("y")
+        if self.edge_index is None or self.edge_index.dim() != 2 or \
+                self.edge_index.size(0) != 2:
+            raise ValueError(f"{self.path}: needs edge_index of shape [2, E]")
+        num = get("num_nodes")
+        self.num_nodes = int(num) if num is not None else (
+            int(self.x.size(0)) if self.x is not None else int(self.edge_index.max()) + 1)
+
+    def fingerprint(self) -> str:
+        return f"file:{_file_stamp(self.path)}"
+
+    def edges(self, chunk: int) -> Any:
+        for lo in range(0, self.edge_index.size(1), chunk):
+            yield self.edge_index[:, lo:lo + chunk].long().numpy()
+
+    def _rows(self, t: Tensor | None, chunk: int, dtype: torch.dtype | None) -> Any:
+        if t is None:
+            return
+        for lo in range(0, t.size(0), chunk):
+            part = t[lo:lo + chunk]
+            yield (part.to(dtype) if dtype is not None else part.clone()).numpy()
+
+    def features(self, chunk: int) -> Any:
+        return self._rows(self.x, chunk, torch.float32)
+
+    def labels(self, chunk: int) -> Any:
+        return self._rows(self.y, chunk, None)
+
+
+STREAM_ORDERS = ("identity", "hash")
+"""Orders :func:`stream_partition` can use: both need the node ids only."""
+
+
+def stream_partition(source: GraphSource, num_shards: int, root: str | Path, *,
+                     order: str = "identity", chunk: int = 1 << 20, seed: int = 0,
+                     progress: bool = False) -> Manifest:
+    r"""Partition a graph read from ``source`` in chunks, without any process holding the
+    whole graph: the same files and manifest as :func:`partition_graph` with the same
+    ``order`` (equal arrays, shard by shard), reused when already there.
+
+    Only orders that need no graph are possible: ``identity`` (contiguous ranges of the input
+    ids) and ``hash`` (:func:`hash_order`). METIS and RCM need the whole adjacency in one
+    process, which is what this function avoids.
+
+    Passes: (1) edges, chunk by chunk, are routed to per-shard temporary files (in-edges to the
+    target's shard; both directions of every non-loop edge to the row's shard, int32 ids where
+    they fit); features and labels to per-shard memory-mapped files. (2) One shard at a time:
+    its simple symmetric rows (sorted, merged), degrees, halo, in-edges by target (input order),
+    and its edges merged into the connected components (scipy on the shard's edges plus one
+    edge from every node to its current representative). (3) One shard at a time: the
+    component-dependent arrays (trivial-eigenvector entries, shared components) and send lists,
+    then the shard file.
+
+    Args:
+        source (GraphSource): :class:`CsvGraphSource` or :class:`FileGraphSource`.
+        num_shards, root, seed, progress: as :func:`partition_graph` (``seed``: the random
+            baseline of the edge cut).
+        order (str, optional): ``identity | hash`` (default: ``identity``).
+        chunk (int, optional): edges / rows per chunk (default: ``2**20``).
+
+    Memory: :math:`O(N)` vectors (permutation, degrees, components) plus one chunk, then one
+    shard's edges (:math:`O(E/P)`); never :math:`O(E)`.
+    """
+    if order not in STREAM_ORDERS:
+        raise ValueError(f"stream_partition supports the orders {', '.join(STREAM_ORDERS)} "
+                         f"(METIS and RCM need the whole graph); got {order!r}")
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1 (got {num_shards})")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1 (got {chunk})")
+    n = int(source.num_nodes)
+    if n < num_shards:
+        raise ValueError(f"need at least one node per shard (N = {n}, P = {num_shards})")
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"stream:v{FORMAT_VERSION}:{source.fingerprint()}:{n}:{num_shards}:{order}:"
+                  f"{seed}".encode())
+    key = digest.hexdigest()
+    root = Path(root)
+    final = root / f"p{num_shards}-{key[:20]}"
+    if (final / "manifest.json").is_file():
+        return load_manifest(final)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{key[:20]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        _StreamWriter(tmp, source, n, num_shards, order, seed, key, chunk, progress).run()
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (final / "manifest.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+        return load_manifest(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+class _StreamWriter:
+    """The passes of :func:`stream_partition` (state: the :math:`O(N)` vectors)."""
+
+    def __init__(self, out: Path, source: GraphSource, n: int, num_shards: int, order: str,
+                 seed: int, key: str, chunk: int, progress: bool) -> None:
+        self.out, self.source, self.n, self.p = out, source, n, num_shards
+        self.order, self.seed, self.key, self.chunk, self.progress = order, seed, key, chunk, \
+            progress
+        if order == "hash":
+            self.new_to_old, self.bounds = hash_order(n, num_shards)
+        else:  # identity: contiguous ranges of the input ids
+            self.new_to_old, self.bounds = np.arange(n), _equal_bounds(n, num_shards)
+        self.new_to_old = self.new_to_old.astype(np.int64)
+        self.old_to_new = _inverse(self.new_to_old)
+        self.idx_n = _index_dtype(n)
+        self.work = out / "work"
+        self.work.mkdir()
+
+    def owner(self, new_ids: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.bounds, new_ids, side="right") - 1
+
+    def _routed(self, new_ids: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """``(shard, positions)`` of ``new_ids`` by owner, positions in input order."""
+        owner = self.owner(new_ids)
+        order = np.argsort(owner, kind="stable")
+        cuts = np.searchsorted(owner[order], np.arange(self.p + 1))
+        return [(q, order[cuts[q]:cuts[q + 1]]) for q in range(self.p) if cuts[q + 1] > cuts[q]]
+
+    # ------------------------------------------------------------------ pass 1: routing
+
+    def route_edges(self) -> None:
+        n, idx = self.n, self.idx_n
+        ins = [open(self.work / f"in-{q}.bin", "wb") for q in range(self.p)]
+        adjs = [open(self.work / f"adj-{q}.bin", "wb") for q in range(self.p)]
+        self.num_edges = 0
+        try:
+            for ei in self.source.edges(self.chunk):
+                ei = np.asarray(ei, dtype=np.int64)
+                if ei.size and (int(ei.min()) < 0 or int(ei.max()) >= n):
+                    raise ValueError(f"edge ids outside [0, {n}) in edges "
+                                     f"{self.num_edges}..{self.num_edges + ei.shape[1]}")
+                src_old, dst_old = ei[0], ei[1]
+                src, dst = self.old_to_new[src_old], self.old_to_new[dst_old]
+                eid = np.arange(self.num_edges, self.num_edges + src.size, dtype=np.int64)
+                self.num_edges += int(src.size)
+                for q, pos in self._routed(dst):
+                    ins[q].write(np.stack([dst[pos], src[pos], src_old[pos], eid[pos]], 1)
+                                 .tobytes())
+                loop = src == dst
+                rows = np.concatenate([src[~loop], dst[~loop]])
+                cols = np.concatenate([dst[~loop], src[~loop]])
+                for q, pos in self._routed(rows):
+                    adjs[q].write(np.stack([rows[pos], cols[pos]], 1).astype(idx).tobytes())
+        finally:
+            for f in ins + adjs:
+                f.close()
+
+    def route_rows(self, kind: str) -> tuple[str, ...] | None:
+        """Feature (``x``) or label (``y``) rows into per-shard memory-mapped files; returns
+        the dtype and trailing shape seen, or None without any."""
+        start, maps, meta = 0, None, None
+        it = self.source.features(self.chunk) if kind == "x" else self.source.labels(self.chunk)
+        for rows in it:
+            rows = np.asarray(rows)
+            if maps is None:
+                meta = (rows.dtype.str, rows.shape[1:])
+                maps = [np.lib.format.open_memmap(
+                    self.work / f"{kind}-{q}.npy", mode="w+", dtype=rows.dtype,
+                    shape=(int(self.bounds[q + 1] - self.bounds[q]), *rows.shape[1:]))
+                    for q in range(self.p)]
+            new = self.old_to_new[start:start + rows.shape[0]]
+            for q, pos in self._routed(new):
+                maps[q][new[pos] - self.bounds[q]] = rows[pos]
+            start += rows.shape[0]
+        if maps is not None:
+            for m in maps:
+                m.flush()
+            if start != self.n:
+                raise ValueError(f"{kind}: {start} rows for N = {self.n} nodes")
+        return meta
+
+    # ------------------------------------------------------------------ pass 2: per shard
+
+    def shard_structure(self, q: int) -> None:
+        """Rows of the simple symmetric adjacency, degrees, halo, in-edges; components."""
+        lo, hi, n = int(self.bounds[q]), int(self.bounds[q + 1]), self.n
+        pairs = np.fromfile(self.work / f"adj-{q}.bin", dtype=self.idx_n).reshape(-1, 2)
+        keys = np.unique((pairs[:, 0].astype(np.int64) - lo) * n + pairs[:, 1])
+        del pairs
+        rows, cols = keys // n, (keys % n).astype(self.idx_n)
+        del keys
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=hi - lo))])
+        self.deg[lo:hi] = np.diff(indptr)
+        # components: this shard's edges merged with what earlier shards found (one edge to
+        # every node's representative); representatives are node ids (the smallest member)
+        u = np.concatenate([rows + lo, np.arange(n)])
+        v = np.concatenate([cols.astype(np.int64), self.rep])
+        graph = sp.csr_matrix((np.ones(u.size, dtype=bool), (u, v)), shape=(n, n))
+        _, labels = connected_components(graph)
+        del graph, u, v
+        first = np.full(labels.max() + 1, n, dtype=np.int64)
+        np.minimum.at(first, labels, np.arange(n))
+        self.rep = first[labels]
+        halo = np.unique(cols)
+        halo = halo[(halo < lo) | (halo >= hi)]
+        self.halos.append(halo.astype(self.idx_n))
+        # edge cuts (entries whose ends have different owners), counted twice per edge
+        rows_new = rows + lo
+        self.cut += int(np.count_nonzero(self.owner(cols) != q))
+        for name, own in (("identity", self.owner_identity), ("random", self.owner_random)):
+            self.cuts[name] += int(np.count_nonzero(own[rows_new] != own[cols]))
+        del rows_new
+        recs = np.fromfile(self.work / f"in-{q}.bin", dtype=np.int64).reshape(-1, 4)
+        by_target = np.argsort(recs[:, 0], kind="stable")
+        recs = recs[by_target]
+        in_counts = np.bincount(recs[:, 0] - lo, minlength=hi - lo)
+        np.savez(self.work / f"struct-{q}.npz", adj_indptr=indptr.astype(np.int64),
+                 adj_indices=cols, in_indptr=np.concatenate([[0], np.cumsum(in_counts)])
+                 .astype(np.int64), in_src_new=recs[:, 1].astype(self.idx_n),
+                 in_src_old=recs[:, 2].astype(self.idx_n),
+                 in_eid=recs[:, 3].astype(_index_dtype(self.num_edges)))
+        self.nnz.append(int(cols.size))
+        self.in_edges.append(int(recs.shape[0]))
+        (self.work / f"adj-{q}.bin").unlink()
+        (self.work / f"in-{q}.bin").unlink()
+
+    def components(self) -> None:
+        """Component ids as scipy numbers them on the original ids (by smallest original id),
+        trivial-eigenvector entries and shared components, in the new order."""
+        uniq, inv = np.unique(self.rep, return_inverse=True)
+        smallest = np.full(uniq.size, self.n, dtype=np.int64)
+        np.minimum.at(smallest, inv, self.new_to_old)
+        rank = np.empty(uniq.size, dtype=np.int64)
+        rank[np.argsort(smallest)] = np.arange(uniq.size)
+        self.comp = rank[inv]
+        self.count = int(uniq.size)
+        sqrt_d = np.sqrt(np.where(self.deg == 0, 1.0, self.deg))
+        comp_norm = np.sqrt(np.bincount(self.comp, weights=sqrt_d ** 2, minlength=self.count))
+        self.y_entry = sqrt_d / comp_norm[self.comp]
+        owner = self.owner(np.arange(self.n))
+        first = np.full(self.count, self.p, dtype=np.int64)
+        last = np.full(self.count, -1, dtype=np.int64)
+        np.minimum.at(first, self.comp, owner)
+        np.maximum.at(last, self.comp, owner)
+        self.shared = first[self.comp] != last[self.comp]
+        self.shared_count = int(np.count_nonzero(first != last))
+
+    # ------------------------------------------------------------------ pass 3: the files
+
+    def write_shard(self, q: int, has_x: bool, has_y: bool) -> dict[str, Any]:
+        lo, hi = int(self.bounds[q]), int(self.bounds[q + 1])
+        idx = self.idx_n
+        with np.load(self.work / f"struct-{q}.npz") as z:
+            st = {k: z[k] for k in z.files}
+        send_parts = [h[(h >= lo) & (h < hi)] if r != q else h[:0]
+                      for r, h in enumerate(self.halos)]
+        halo = self.halos[q].astype(np.int64)
+        arrays: dict[str, np.ndarray] = {
+            "rows": np.array([lo, hi], dtype=np.int64),
+            "old_ids": self.new_to_old[lo:hi].astype(idx),
+            "adj_indptr": st["adj_indptr"], "adj_indices": st["adj_indices"].astype(idx),
+            "degree": self.deg[lo:hi],
+            "halo": halo.astype(idx), "halo_degree": self.deg[halo],
+            "send_ptr": np.concatenate([[0], np.cumsum([s.size for s in send_parts])]
+                                       ).astype(np.int64),
+            "send": np.concatenate(send_parts).astype(idx),
+            "component": self.comp[lo:hi].astype(idx),
+            "trivial": self.y_entry[lo:hi], "component_shared": self.shared[lo:hi],
+            "in_indptr": st["in_indptr"], "in_src_new": st["in_src_new"],
+            "in_src_old": st["in_src_old"], "in_eid": st["in_eid"],
+        }
+        for kind, present in (("x", has_x), ("y", has_y)):
+            if present:
+                arrays[kind] = np.load(self.work / f"{kind}-{q}.npy")
+        name = f"shard-{q}.npz"
+        digest = _save_npz(self.out / name, **arrays)
+        (self.work / f"struct-{q}.npz").unlink()
+        return {"file": name, "sha256": digest, "bytes": (self.out / name).stat().st_size,
+                "rows": [lo, hi], "nnz": self.nnz[q], "in_edges": self.in_edges[q],
+                "halo": int(halo.size)}
+
+    def run(self) -> None:
+        n, p = self.n, self.p
+        bar = tqdm(total=2 * p + 2, desc="stream partition", disable=not self.progress,
+                   leave=False)
+        self.route_edges()
+        x_meta = self.route_rows("x")
+        y_meta = self.route_rows("y")
+        bar.update(2)
+        equal = _equal_bounds(n, p)
+        self.owner_identity = (np.searchsorted(equal, self.new_to_old, side="right") - 1
+                               ).astype(np.int16)
+        random_perm = np.random.default_rng(self.seed).permutation(n)
+        self.owner_random = (np.searchsorted(equal, _inverse(random_perm)[self.new_to_old],
+                                             side="right") - 1).astype(np.int16)
+        del random_perm
+        self.deg = np.zeros(n, dtype=np.float64)
+        self.rep = np.arange(n, dtype=np.int64)
+        self.halos: list[np.ndarray] = []
+        self.nnz: list[int] = []
+        self.in_edges: list[int] = []
+        self.cut, self.cuts = 0, {"identity": 0, "random": 0}
+        for q in range(p):
+            self.shard_structure(q)
+            bar.update(1)
+        self.components()
+        shards = []
+        for q in range(p):
+            shards.append(self.write_shard(q, x_meta is not None, y_meta is not None))
+            bar.update(1)
+        bar.close()
+        shutil.rmtree(self.work)
+        perm_digest = _save_npz(self.out / "permutation.npz",
+                                new_to_old=self.new_to_old.astype(self.idx_n),
+                                old_to_new=self.old_to_new.astype(self.idx_n))
+        nnz = int(sum(self.nnz))
+        undirected = nnz // 2
+        cut, cut_random, cut_identity = self.cut // 2, self.cuts["random"] // 2, \
+            self.cuts["identity"] // 2
+        manifest = {
+            "version": FORMAT_VERSION, "key": self.key, "num_shards": p, "num_nodes": n,
+            "num_edges": self.num_edges, "nnz": nnz,
+            "bounds": [int(b) for b in self.bounds], "shards": shards,
+            "permutation": {"file": "permutation.npz", "sha256": perm_digest},
+            "order": {"requested": self.order, "method": self.order,
+                      "metis_available": metis_available(),
+                      "edge_cut": cut, "edge_cut_random": cut_random,
+                      "edge_cut_identity": cut_identity, "undirected_edges": undirected,
+                      "cut_fraction": cut / max(undirected, 1),
+                      "cut_fraction_random": cut_random / max(undirected, 1),
+                      "halo_total": int(sum(h.size for h in self.halos)), "seed": self.seed},
+            "num_components": self.count,
+            "shared_components": self.shared_count,
+            "num_features": 0 if x_meta is None else int(np.prod(x_meta[1])),
+            "extra": {"has_labels": y_meta is not None, "streamed": True},
+        }
+        tmp = self.out / f"manifest.json.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+        os.replace(tmp, self.out / "manifest.json")

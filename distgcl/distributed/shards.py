@@ -16,6 +16,11 @@ Methods serve the rest of the system:
   numpy arrays in Ray's object store, passed in and returned, never kept in the actor);
 * neighbour sampling for :class:`~distgcl.distributed.sampling.ShardedNeighborSampler`: in-degrees
   and selected in-edges of given nodes, which original ids it owns, feature rows;
+* layer-wise GCN inference for :mod:`distgcl.distributed.inference` (``infer_*``): its rows of
+  every layer from its rows and its halo rows of the layer before, exchanged shard to shard
+  through the object store. These are the only stateful methods (the current layer stays in the
+  actor); a restarted actor answers them with :class:`InferenceStateLost` and the driver starts
+  the pass again;
 * introspection: its pid, its peak RSS, a digest of the data it holds.
 
 :class:`GraphShards` is the driver-side handle: it starts the :math:`P` actors of a manifest,
@@ -49,6 +54,10 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*not writable.*")
         return torch.from_numpy(np.asarray(a))
+
+
+class InferenceStateLost(RuntimeError):
+    """A shard has no state of the inference pass it was asked about (it was restarted)."""
 
 
 class GraphShardServer:
@@ -334,6 +343,174 @@ class GraphShardServer:
             raise ValueError("this partition was written without labels")
         hit, new = self.locate(old_ids)
         return hit, self.y[torch.from_numpy(new - self.lo)].numpy()
+
+    # ------------------------------------------------------------------ layer-wise GCN inference
+    # (driven by distgcl.distributed.inference). Unlike everything above, these methods keep
+    # state between calls: the current layer's rows stay in the actor, so no process ever holds
+    # a whole layer. A restarted actor has lost that state and says so (InferenceStateLost); the
+    # driver then starts the pass again from the features.
+
+    def _gcn_structure(self) -> dict[str, Any]:
+        r"""Its rows of GCNConv's operator before the weights: the directed in-edges
+        :math:`j \to i` of its rows as given to the partitioner, self-loops dropped (PyG's
+        ``add_remaining_self_loops`` then adds one of weight 1 per node), columns relabelled own
+        rows first, then the *inference halo* (remote sources, sorted by new id, so grouped by
+        owner) and :math:`\hat d_i = 1 + |\{j \to i, j \ne i\}|` (duplicates counted, as
+        ``gcn_norm``). Recomputable from the shard file, so cached."""
+        cached = getattr(self, "_gcn_struct", None)
+        if cached is not None:
+            return cached
+        self._need("sampling")
+        src = self.in_src_new.long()
+        dst = torch.repeat_interleave(torch.arange(self.num_rows),
+                                      torch.diff(self.in_indptr.long()))
+        keep = src != dst + self.lo
+        src, dst = src[keep], dst[keep]
+        deg_hat = torch.bincount(dst, minlength=self.num_rows).double() + 1.0
+        remote = (src < self.lo) | (src >= self.hi)
+        halo = torch.unique(src[remote])
+        col = torch.empty_like(src)
+        col[~remote] = src[~remote] - self.lo
+        col[remote] = self.num_rows + torch.searchsorted(halo, src[remote])
+        cuts = torch.searchsorted(halo, torch.tensor(self.manifest.bounds, dtype=torch.long))
+        requests = [halo[cuts[q]:cuts[q + 1]].numpy() if q != self.index else
+                    np.zeros(0, dtype=np.int64) for q in range(self.manifest.num_shards)]
+        self._gcn_struct = {"dst": dst, "col": col, "deg_hat": deg_hat,
+                            "halo_size": int(halo.numel()), "requests": requests}
+        return self._gcn_struct
+
+    def _parts(self, parts: list[np.ndarray]) -> Any:
+        """``parts`` as a Ray multi-return (one object per shard; a single one when P = 1)."""
+        return tuple(parts) if len(parts) > 1 else parts[0]
+
+    def _session(self, session: str) -> dict[str, Any]:
+        state = getattr(self, "_infer", None)
+        if state is None or state["session"] != session:
+            raise InferenceStateLost(f"shard {self.index} holds no state of inference pass "
+                                     f"{session!r} (restarted?); run the pass again")
+        return state
+
+    def infer_halo_requests(self) -> Any:
+        """For every shard ``q`` the new ids of ``q``'s rows its GCN rows need (own slot
+        empty); :meth:`infer_begin` of shard ``q`` receives them."""
+        return self._parts(self._gcn_structure()["requests"])
+
+    def infer_begin(self, session: str, encoder: dict[str, Any], *requests: np.ndarray) -> Any:
+        r"""Start pass ``session`` with ``encoder`` (``{"hparams", "state_dict"}`` of a
+        :class:`~distgcl.nn.encoder.GCNEncoder`, rebuilt here in eval mode, so PReLU/RReLU act
+        as they do at evaluation), :math:`\mathbf{H}^{(0)}` its feature rows. ``requests``:
+        the other shards' :meth:`infer_halo_requests` addressed to it (ascending, itself left
+        out). Returns, for every shard, the :math:`\hat d` of the rows it asked for."""
+        from distgcl.nn.encoder import GCNEncoder
+
+        if self.x is None:
+            raise ValueError("this partition was written without features: nothing to embed")
+        struct = self._gcn_structure()
+        others = [q for q in range(self.manifest.num_shards) if q != self.index]
+        if len(requests) != len(others):
+            raise ValueError(f"shard {self.index}: got {len(requests)} halo requests, "
+                             f"expected {len(others)}")
+        send = [torch.zeros(0, dtype=torch.long) for _ in range(self.manifest.num_shards)]
+        for q, req in zip(others, requests):
+            send[q] = torch.as_tensor(np.asarray(req, dtype=np.int64)) - self.lo
+        model = GCNEncoder(**encoder["hparams"])
+        model.load_state_dict(encoder["state_dict"])
+        model.eval()
+        self._infer = {"session": session, "send": send, "model": model, "h": self.x,
+                       "layer": 0, "op": None}
+        return self._parts([struct["deg_hat"].index_select(0, s).numpy() for s in send])
+
+    def infer_operator(self, session: str, *halo_degrees: np.ndarray) -> Any:
+        r"""Build its rows of :math:`\hat{\mathbf{D}}^{-1/2}\hat{\mathbf{A}}
+        \hat{\mathbf{D}}^{-1/2}` (CSR :math:`(n_p, n_p + h)`, float32 as ``gcn_norm`` on
+        float32 features; weights in float64 first) from the other shards' :math:`\hat d`
+        (ascending, itself left out), then return layer 0's exports (:meth:`infer_layer`)."""
+        state = self._session(session)
+        struct = self._gcn_structure()
+        deg_ext = torch.cat([struct["deg_hat"]] + [_tensor(d).double() for d in halo_degrees])
+        if deg_ext.numel() != self.num_rows + struct["halo_size"]:
+            raise ValueError(f"shard {self.index}: got {deg_ext.numel() - self.num_rows} halo "
+                             f"degrees, expected {struct['halo_size']}")
+        inv = deg_ext.rsqrt()
+        own = torch.arange(self.num_rows)
+        rows = torch.cat([struct["dst"], own])
+        cols = torch.cat([struct["col"], own])
+        vals = torch.cat([inv[struct["dst"]] * inv[struct["col"]], inv[own] ** 2])
+        order = torch.argsort(rows, stable=True)
+        crow = torch.zeros(self.num_rows + 1, dtype=torch.long)
+        torch.cumsum(torch.bincount(rows, minlength=self.num_rows), 0, out=crow[1:])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support.*")
+            state["op"] = torch.sparse_csr_tensor(
+                crow, cols[order], vals[order].float(), (self.num_rows, deg_ext.numel()),
+                check_invariants=False)
+        return self._export_layer(state)
+
+    def _aggregate_first(self, state: dict[str, Any], layer: int) -> bool:
+        # as GCNEncoder.embed_sparse: multiply the operator by the narrower side
+        lin = state["model"].convs[layer].lin
+        return lin.in_channels < lin.out_channels
+
+    @torch.no_grad()
+    def _export_layer(self, state: dict[str, Any]) -> Any:
+        r"""What the next layer exchanges (its rows of :math:`\mathbf{H}` or of
+        :math:`\mathbf{H}\boldsymbol{\Theta}`, the narrower), kept as ``state["t"]``, and
+        the rows of it each shard's halo needs."""
+        layer, convs = state["layer"], state["model"].convs
+        if layer == len(convs):
+            state["t"] = None
+            return self._parts([np.zeros((0, 0), dtype=np.float32) for _ in state["send"]])
+        h = state["h"]
+        t = h if self._aggregate_first(state, layer) else convs[layer].lin(h)
+        state["t"] = t
+        return self._parts([t.index_select(0, s).numpy() for s in state["send"]])
+
+    @torch.no_grad()
+    def infer_layer(self, session: str, layer: int, *halo_parts: np.ndarray) -> Any:
+        r"""Its rows of layer ``layer + 1``,
+        :math:`\sigma(\hat{\mathbf{A}}_p[\mathbf{H}_p; \mathbf{H}_\text{halo}]
+        \boldsymbol{\Theta} + b)` (exactly the layer of ``GCNEncoder.embed_sparse``), from
+        its rows and the other shards' exports of layer ``layer`` (ascending, itself left
+        out); keeps them (dropping layer ``layer``) and returns their exports."""
+        state = self._session(session)
+        if layer != state["layer"]:
+            raise ValueError(f"shard {self.index} is at layer {state['layer']}, got {layer}")
+        model = state["model"]
+        parts = [state["t"]] + [_tensor(h) for h in halo_parts]
+        ext = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+        if ext.shape[0] != state["op"].shape[1]:
+            raise ValueError(f"shard {self.index}: got {ext.shape[0]} rows, expected "
+                             f"{state['op'].shape[1]} own + halo")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support.*")
+            out = state["op"] @ ext
+        conv = model.convs[layer]
+        if self._aggregate_first(state, layer):
+            out = conv.lin(out)
+        if conv.bias is not None:
+            out = out + conv.bias
+        if layer < len(model.activations):
+            out = model.activations[layer](out)
+        state.update(h=out, t=None, layer=layer + 1)
+        return self._export_layer(state)
+
+    def infer_shape(self, session: str) -> tuple[int, int, int]:
+        """``(layer reached, rows, width)`` of the pass."""
+        state = self._session(session)
+        return state["layer"], int(state["h"].shape[0]), int(state["h"].shape[1])
+
+    def infer_rows(self, session: str, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``lo:hi`` (local) of the current layer: ``(original ids, rows float32)``."""
+        state = self._session(session)
+        return (self.old_ids[lo:hi],
+                state["h"][lo:hi].detach().to(torch.float32).contiguous().numpy())
+
+    def infer_end(self, session: str) -> None:
+        """Drop the pass's state (a no-op for another or no pass)."""
+        if getattr(self, "_infer", None) is not None and self._infer["session"] == session:
+            self._infer = None
+
+    # ------------------------------------------------------------------ (end of inference)
 
 
 def _np_dtype(dtype: torch.dtype) -> type:
