@@ -38,15 +38,19 @@ def _load_before() -> float:
 _LOAD_AT_IMPORT = _loadavg()
 
 
-def load_fields() -> dict[str, Any]:
-    """``load_before``, ``load_after`` (1-minute load averages), ``contended`` (load before at or
-    above :data:`QUIET_MAX_LOAD`, or not run under ``quiet``) and the ``command``: the fields
-    every timing row carries. The load after includes the benchmark's own processes."""
-    before = _load_before()
+def load_fields(own_load: float | None = None) -> dict[str, Any]:
+    """``load_before``, ``load_after`` (1-minute load averages), ``contended`` and the
+    ``command``: the fields every timing row carries. ``contended``: the load before was at or
+    above :data:`QUIET_MAX_LOAD`, or the benchmark did not run under ``quiet``, or (given the
+    benchmark's own busy threads ``own_load``) the load after exceeds its own by that much too,
+    i.e. something else ran beside it."""
+    before, after = _load_before(), _loadavg()
     under_quiet = "DISTGCL_BENCH_LOAD_BEFORE" in os.environ
-    return {"load_before": before, "load_after": _loadavg(), "under_quiet": under_quiet,
-            "contended": before >= QUIET_MAX_LOAD or not under_quiet,
-            "command": command_line()}
+    contended = before >= QUIET_MAX_LOAD or not under_quiet
+    if own_load is not None:
+        contended = contended or after >= own_load + QUIET_MAX_LOAD
+    return {"load_before": before, "load_after": after, "under_quiet": under_quiet,
+            "contended": contended, "command": command_line()}
 
 
 def machine_info() -> dict[str, Any]:
