@@ -157,7 +157,8 @@ class ShardedBlockSpace(BlockSpace):
 def sharded_eigenpairs(shards: GraphShards, k: int, *, method: str = "chebyshev",
                        tol: float = 1e-5, maxiter: int = 500, seed: int = 0,
                        block: int | None = None, max_matvecs: int | None = None,
-                       progress: bool = False, **options: Any) -> Any:
+                       subspace_tol: float | None = None, progress: bool = False,
+                       **options: Any) -> Any:
     r"""The :math:`k` smallest eigenpairs of the normalized Laplacian of a sharded graph.
 
     The graph's :math:`\mathbf{S}` and every :math:`N`-sized block stay in the shard actors and
@@ -170,8 +171,9 @@ def sharded_eigenpairs(shards: GraphShards, k: int, *, method: str = "chebyshev"
         shards (GraphShards): started actors of the partition.
         k (int): eigenpairs.
         method (str, optional): ``chebyshev | lobpcg`` (default: ``chebyshev``).
-        tol, maxiter, seed, block, max_matvecs, progress, **options: as
-            :func:`~distgcl.spectral.block.block_eigenpairs`.
+        tol, maxiter, seed, block, max_matvecs, subspace_tol, progress, **options: as
+            :func:`~distgcl.spectral.block.block_eigenpairs` (``subspace_tol``: stop on the
+            subspace, ``max_matvecs`` the ceiling; ``details["stop_reason"]`` says which).
 
     Returns:
         Eigenpairs: eigenvalues of :math:`\mathbf{L}` ascending, eigenvectors :math:`(N, k)` in
@@ -180,8 +182,8 @@ def sharded_eigenpairs(shards: GraphShards, k: int, *, method: str = "chebyshev"
     """
     space = ShardedBlockSpace(shards)
     return block_eigenpairs(space, k, method=method, tol=tol, maxiter=maxiter, seed=seed,
-                            block=block, max_matvecs=max_matvecs, progress=progress,
-                            solver_name=f"sharded-{method}", **options)
+                            block=block, max_matvecs=max_matvecs, subspace_tol=subspace_tol,
+                            progress=progress, solver_name=f"sharded-{method}", **options)
 
 
 __all__ = ["ShardedBlock", "ShardedBlockSpace", "sharded_eigenpairs"]

@@ -141,6 +141,10 @@ class E2NegConfig:
     products. k-means needs the invariant subspace, not tight eigenvectors: on the
     proteins-size graph 640 products reach eigsh's cluster NMI in 0.125x its time
     (bench/results/shards.json)."""
+    subspace_tol: float | None = None
+    """``chebyshev`` only: stop once the k-dimensional eigenspace has settled (projector change
+    between steps or Davis-Kahan residual bound at most this, in (0, 1)), ``max_matvecs`` then
+    the ceiling (default: off)."""
     spectral_dtype: Literal["float64", "float32"] = "float64"
     """Working precision of the iterative solve (residuals are reported in float64)."""
     component: Literal["largest", "all"] = "all"
@@ -188,6 +192,11 @@ class E2NegConfig:
             check_at_least(f"{prefix}.pad", self.pad, 0)
         if self.max_matvecs is not None:
             check_at_least(f"{prefix}.max_matvecs", self.max_matvecs, 1)
+        if self.subspace_tol is not None:
+            check_positive(f"{prefix}.subspace_tol", self.subspace_tol)
+            if self.subspace_tol >= 1 or self.solver != "chebyshev":
+                raise ConfigError(f"{prefix}.subspace_tol must be in (0, 1) with solver "
+                                  f"chebyshev (got {self.subspace_tol}, {self.solver})")
         check_positive(f"{prefix}.tau", self.tau)
         check_at_least(f"{prefix}.nml_c", self.nml_c, 0.0)
         check_at_least(f"{prefix}.nml_inner_steps", self.nml_inner_steps, 0)
@@ -314,6 +323,8 @@ class E2Neg(Method):
                   "pad": c.pad, "component": c.component, "seed": self.seed, "version": 2}
         if c.max_matvecs is not None or c.spectral_dtype != "float64":
             params.update(max_matvecs=c.max_matvecs, dtype=c.spectral_dtype)
+        if c.subspace_tol is not None:  # only then: older cache keys stay valid
+            params["subspace_tol"] = c.subspace_tol
         service = self.work.services.eigensolver
         if service is not None:  # e.g. sharded: other arithmetic, so its own cache entries
             params["service"] = getattr(service, "cache_tag", type(service).__name__)
@@ -343,6 +354,8 @@ class E2Neg(Method):
         options = dict(solver=c.solver, tol=c.tol, maxiter=c.maxiter, seed=self.seed, pad=c.pad,
                        max_matvecs=c.max_matvecs, dtype=np.dtype(c.spectral_dtype),
                        progress=self.config.train.progress)
+        if c.subspace_tol is not None:
+            options["subspace_tol"] = c.subspace_tol
         service = self.work.services.eigensolver
         if service is not None:  # the trainer's (e.g. over graph-shard actors)
             eig = service(sub, c.clusters, **options)

@@ -23,8 +23,9 @@ Solvers (both look for the :math:`m = k - c` largest non-trivial eigenvalues :ma
   on the unwanted interval :math:`[a, b]` (:math:`a` a lower bound of the spectrum from a short
   Lanczos run, :math:`b` the smallest Ritz value of the block) and grows fast above it, then
   orthonormalizes and does a Rayleigh-Ritz step. Converged leading pairs are locked. With a
-  block larger than :math:`m` and a loose ``tol`` it returns a good invariant subspace (what
-  k-means needs) after few products.
+  block larger than :math:`m` it returns a good invariant subspace (what k-means needs) after
+  few products; ``subspace_tol`` stops it once that subspace has settled (the projector
+  change between steps or a Davis-Kahan residual bound), ``max_matvecs`` is the ceiling.
 * :func:`block_lobpcg`: LOBPCG (Knyazev, 2001): Rayleigh-Ritz on :math:`[X, R, P]` from the Gram
   matrices, soft locking (converged columns stay in :math:`X` but leave :math:`R` and :math:`P`).
 
@@ -209,6 +210,47 @@ class LocalBlockSpace(BlockSpace):
                                         torch.from_numpy(data).to(dtype), size=(n, n),
                                         check_invariants=False)
         return cls(s, null_space, chunk, device)
+
+    @classmethod
+    def from_adjacency(cls, adj: sp.spmatrix, null_space: np.ndarray,
+                       dtype: torch.dtype = torch.float64, chunk: int = 16,
+                       device: torch.device | str | None = None) -> "LocalBlockSpace":
+        r"""Build :math:`\mathbf{S} = \mathbf{D}^{-1/2}\mathbf{A}\mathbf{D}^{-1/2}` straight from a
+        symmetric adjacency without self-loops (e.g. :func:`~distgcl.spectral.laplacian.adjacency`;
+        isolated nodes get :math:`S_{ii} = 1`): the same operator as
+        :meth:`from_laplacian` of its Laplacian, in one pass over the entries instead of the
+        two sparse products, the identity shift and the conversion back (why it exists: at
+        ogbn-proteins size the operator build rivals the solve)."""
+        from distgcl.spectral.laplacian import degrees
+
+        adj = sp.csr_matrix(adj)
+        adj.sort_indices()
+        n = adj.shape[0]
+        deg = degrees(adj)
+        isolated = deg == 0
+        if isolated.any():  # S_ii = 1 there: rare, so the general (slower) path
+            return cls.from_laplacian(sp.identity(n, format="csr") -
+                                      cls._normalized(adj, deg, isolated), null_space, dtype,
+                                      chunk, device)
+        inv = 1.0 / np.sqrt(deg)
+        data = np.repeat(inv, np.diff(adj.indptr))
+        data *= inv[adj.indices]
+        if adj.dtype != np.bool_:
+            data *= adj.data
+        index_dtype = np.int32 if max(adj.nnz, n) < 2**31 - 1 else np.int64
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+            s = torch.sparse_csr_tensor(torch.from_numpy(adj.indptr.astype(index_dtype)),
+                                        torch.from_numpy(adj.indices.astype(index_dtype)),
+                                        torch.from_numpy(data).to(dtype), size=(n, n),
+                                        check_invariants=False)
+        return cls(s, null_space, chunk, device)
+
+    @staticmethod
+    def _normalized(adj: sp.csr_matrix, deg: np.ndarray, isolated: np.ndarray) -> sp.csr_matrix:
+        inv = sp.diags(1.0 / np.sqrt(np.where(isolated, 1.0, deg)))
+        return (inv @ adj.astype(np.float64) @ inv + sp.diags(isolated.astype(np.float64))
+                ).tocsr()
 
     def random(self, cols: int, seed: int) -> Tensor:
         return torch.from_numpy(hashed_normal(seed, np.arange(self.num_rows), cols)).to(
@@ -466,10 +508,26 @@ class BlockResult:
     """Applications of :math:`\\mathbf{S}` to a block."""
     matvecs: int
     """Applications of :math:`\\mathbf{S}` to single vectors (block products x columns)."""
+    stop_reason: str = ""
+    """What ended the solve (:data:`STOP_REASONS`)."""
+    subspace_change: float = math.nan
+    r""":math:`\lVert \mathbf{P}_t - \mathbf{P}_{t-1}\rVert_2` of the last step (nan if never
+    measured), :func:`projector_change`."""
+    subspace_bound: float = math.nan
+    r"""The last Davis-Kahan estimate :math:`\lVert\mathbf{R}\rVert_F / (\theta_m -
+    \theta_{m+1})` (nan if never measured), :func:`davis_kahan_bound`."""
 
 
-def _finish(space: BlockSpace, x: Block, theta: np.ndarray, counter: _Counter, iterations: int
-            ) -> BlockResult:
+STOP_REASONS: tuple[str, ...] = ("residual", "projector", "davis-kahan", "max_matvecs",
+                                 "maxiter", "rank")
+"""``residual``: every wanted pair within ``tol``; ``projector`` / ``davis-kahan``: the
+subspace criterion of ``subspace_tol`` (:func:`chebyshev_subspace`); ``max_matvecs``: the product
+ceiling; ``maxiter``: the outer-step ceiling; ``rank``: LOBPCG's search space collapsed."""
+SUBSPACE_CRITERIA: tuple[str, ...] = ("projector", "davis-kahan", "either")
+
+
+def _finish(space: BlockSpace, x: Block, theta: np.ndarray, counter: _Counter, iterations: int,
+            stop_reason: str = "") -> BlockResult:
     """Sort by theta, recompute the residuals with a real product."""
     order = np.argsort(-theta, kind="stable")
     if not np.array_equal(order, np.arange(theta.size)):
@@ -478,7 +536,35 @@ def _finish(space: BlockSpace, x: Block, theta: np.ndarray, counter: _Counter, i
     sx = space.matmul(x)
     counter.add(space.cols(x))
     res = residual_norms(space, x, sx, theta)
-    return BlockResult(theta, x, res, iterations, counter.products, counter.matvecs)
+    return BlockResult(theta, x, res, iterations, counter.products, counter.matvecs, stop_reason)
+
+
+def projector_change(space: BlockSpace, now: Sequence[Block], before: Sequence[Block]) -> float:
+    r""":math:`\lVert \mathbf{V}_t\mathbf{V}_t^\top - \mathbf{V}_{t-1}\mathbf{V}_{t-1}^\top
+    \rVert_2 = \sin\phi_{\max}`, the sine of the largest principal angle between two
+    orthonormal :math:`(N, m)` bases (each given as a list of side-by-side blocks).
+
+    From the singular values :math:`\sigma_i = \cos\phi_i` of the :math:`m \times m` matrix
+    :math:`\mathbf{M} = \mathbf{V}_t^\top\mathbf{V}_{t-1}` (one Gram, no product):
+    :math:`\sin\phi_{\max} = \sqrt{1 - \sigma_{\min}^2}`. In float32 blocks the floor is about
+    :math:`\sqrt{\epsilon_{32}} \approx 3 \cdot 10^{-4}` (orthonormality to rounding).
+    """
+    m = space.gram(list(now), list(before))
+    sigma_min = float(np.linalg.svd(m, compute_uv=False).min()) if m.size else 1.0
+    return math.sqrt(max(0.0, 1.0 - min(sigma_min, 1.0) ** 2))
+
+
+def davis_kahan_bound(residuals: np.ndarray, theta_m: float, theta_next: float) -> float:
+    r"""Davis-Kahan :math:`\sin\Theta` estimate of the distance between a Ritz subspace and the
+    wanted invariant subspace: :math:`\lVert\mathbf{R}\rVert_F / \delta` with
+    :math:`\mathbf{R} = \mathbf{S}\mathbf{V} - \mathbf{V}\Theta` (column norms
+    ``residuals``, :math:`(m,)`) and the Ritz gap :math:`\delta = \theta_m - \theta_{m+1}`
+    (the true gap to the unwanted spectrum is :math:`\theta_m - \lambda_{m+1}(\mathbf{S})
+    \le \delta` by interlacing; the two agree once the block has settled). ``inf`` without a
+    gap."""
+    gap = theta_m - theta_next
+    frob = float(np.sqrt(np.sum(np.square(residuals))))
+    return frob / gap if gap > 0 else math.inf
 
 
 # ----------------------------------------------------------------------------- Chebyshev
@@ -528,9 +614,34 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
                        tol: float = 1e-5, degree: int = 10, maxiter: int = 500,
                        max_matvecs: int | None = None, seed: int = 0,
                        lower: float | None = None, max_amplification: float = 1e4,
-                       lanczos_steps: int = 20, progress: bool = False) -> BlockResult:
+                       lanczos_steps: int = 20, subspace_tol: float | None = None,
+                       subspace_criterion: str = "either", progress: bool = False
+                       ) -> BlockResult:
     r"""The ``m`` largest eigenpairs of the deflated :math:`\mathbf{S}` by Chebyshev-filtered
     subspace iteration with Rayleigh-Ritz and locking (module docstring).
+
+    Stopping. The solve ends at the first of: every wanted residual :math:`\le` ``tol``
+    (``residual``); the subspace criterion below (``projector`` / ``davis-kahan``); ``maxiter``
+    outer steps; ``max_matvecs`` single-vector products (a ceiling). With ``subspace_tol`` set,
+    after every Rayleigh-Ritz step on the wanted basis :math:`\mathbf{V}_t` (:math:`N \times m`:
+    the locked vectors and the leading ``m - locked`` Ritz vectors):
+
+    * ``projector``: :math:`\lVert\mathbf{P}_t - \mathbf{P}_{t-1}\rVert_2 \le` ``subspace_tol``,
+      :math:`\mathbf{P}_t = \mathbf{V}_t\mathbf{V}_t^\top` (:func:`projector_change`, one
+      :math:`m \times m` Gram);
+    * ``davis-kahan``: :math:`\lVert\mathbf{S}\mathbf{V}_t - \mathbf{V}_t\Theta\rVert_F /
+      (\theta_m - \theta_{m+1}) \le` ``subspace_tol`` (:func:`davis_kahan_bound`, no extra work:
+      the residuals are computed anyway; needs ``block > m`` for :math:`\theta_{m+1}`).
+
+    Both measure the subspace k-means sees, not the individual eigenvectors: inside a cluster
+    of nearly equal eigenvalues the vectors may rotate freely while :math:`\mathbf{P}_t` has
+    settled. Where the spectrum has no gap at :math:`m` neither fires and the ceiling stops the
+    solve. With ``subspace_tol`` the first filter has half the largest degree (a settled
+    subspace is then caught after few products) and the later ones are cut to what the current
+    estimate :math:`\eta` needs: the smallest :math:`d` with :math:`T_d(\hat\theta_m) \ge 2\eta /`
+    ``subspace_tol`` (the filter damps the error of the wanted subspace by about
+    :math:`1/T_d(\hat\theta_m)`, :math:`\hat\theta_m` the m-th Ritz value mapped to the
+    Chebyshev variable).
 
     Args:
         space (BlockSpace): operator and blocks.
@@ -543,7 +654,7 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
             (default: ``10``).
         maxiter (int, optional): outer steps at most (default: ``500``).
         max_matvecs (int, optional): stop once this many single-vector products are spent
-            (a budget for the loose, k-means-grade solves) (default: no budget).
+            (a ceiling for the loose, k-means-grade solves) (default: no ceiling).
         seed (int, optional): seeds the starting block (default: ``0``).
         lower (float, optional): lower end :math:`a` of the damped interval (default: a Lanczos
             estimate, :func:`spectrum_lower_bound`; ``-1`` is always safe).
@@ -551,12 +662,19 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
             :math:`T_d(\hat\gamma) \le` this, which bounds the condition number of the filtered
             block for the orthonormalization (default: ``1e4``).
         lanczos_steps (int, optional): steps of the lower-bound estimate (default: ``20``).
+        subspace_tol (float, optional): tolerance of the subspace criterion, in
+            :math:`(0, 1)` (default: :obj:`None`, off).
+        subspace_criterion (str, optional): ``projector``, ``davis-kahan`` or ``either``
+            (default: ``either``).
         progress (bool, optional): tqdm bar of single-vector products (default: :obj:`False`).
 
     Returns:
-        BlockResult: ``theta`` descending, vectors, residuals, counts.
+        BlockResult: ``theta`` descending, vectors, residuals (from the last Rayleigh-Ritz
+        step's products: no extra product), counts, ``stop_reason``, the last
+        ``subspace_change`` and ``subspace_bound``.
     """
     b = _check_block(space, m, block)
+    check_subspace_options(subspace_tol, subspace_criterion)
     with tqdm(total=max_matvecs, desc="chebyshev", unit="matvec", disable=not progress,
               leave=False) as bar:
         counter = _Counter(bar)
@@ -565,6 +683,9 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
             lower = spectrum_lower_bound(space, lanczos_steps, seed, counter)
         locked: list[Block] = []
         locked_theta: list[np.ndarray] = []
+        locked_res: list[np.ndarray] = []
+        previous: list[Block] | None = None
+        change = bound = math.nan
         iterations = 0
         while True:
             need = m - sum(space.cols(q) for q in locked)
@@ -574,11 +695,26 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
             if lead:  # one locked block (projections then need one Gram, not one per lock)
                 locked = [concat(space, [*locked, space.take(x, np.arange(lead))])]
                 locked_theta.append(theta[:lead])
+                locked_res.append(res[:lead])
                 rest = np.arange(lead, theta.size)
-                x, sx, theta = space.take(x, rest), space.take(sx, rest), theta[rest]
+                x, sx, theta, res = space.take(x, rest), space.take(sx, rest), theta[rest], \
+                    res[rest]
                 need -= lead
-            if need == 0 or iterations >= maxiter or (
-                    max_matvecs is not None and counter.matvecs >= max_matvecs):
+            reason = "residual" if need == 0 else None
+            if reason is None and subspace_tol is not None:
+                bound = davis_kahan_bound(np.concatenate([*locked_res, res[:need]]),
+                                          float(theta[need - 1]),
+                                          float(theta[need]) if need < theta.size else math.inf)
+                wanted = [*locked, space.take(x, np.arange(need))]
+                if subspace_criterion != "davis-kahan" and previous is not None:
+                    change = projector_change(space, wanted, previous)
+                previous = wanted
+                reason = _subspace_reason(subspace_criterion, subspace_tol, change, bound)
+            if reason is None and iterations >= maxiter:
+                reason = "maxiter"
+            if reason is None and max_matvecs is not None and counter.matvecs >= max_matvecs:
+                reason = "max_matvecs"
+            if reason is not None:
                 break
             upper, top = float(theta[-1]), float(theta[0])
             a = lower if lower < upper else -1.0
@@ -588,6 +724,10 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
             d = degree
             if g > 1.0:
                 d = max(1, min(degree, int(math.acosh(max_amplification) / math.acosh(g))))
+            if subspace_tol is not None:  # the random start's estimate means nothing: the
+                # first filter is half the largest degree, later ones what the estimate needs
+                d = min(d, max(2, degree // 2) if iterations == 0 else _needed_degree(
+                    float(theta[need - 1]), a, upper, bound, change, subspace_tol))
             if max_matvecs is not None:  # do not overshoot the budget by a whole filter
                 left = (max_matvecs - counter.matvecs) // max(space.cols(x), 1)
                 d = max(1, min(d, left))
@@ -597,10 +737,46 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
             counter.add(space.cols(y))
             theta, x, sx = rayleigh_ritz(space, y, sy)
             iterations += 1
-        keep = m - sum(space.cols(q) for q in locked)
-        blocks = [*locked, space.take(x, np.arange(keep))]
-        thetas = np.concatenate([*locked_theta, theta[:keep]])
-        return _finish(space, concat(space, blocks), thetas, counter, iterations)
+        blocks = [*locked, space.take(x, np.arange(need))]
+        thetas = np.concatenate([*locked_theta, theta[:need]])
+        residuals = np.concatenate([*locked_res, res[:need]])
+        vectors = concat(space, blocks)
+        order = np.argsort(-thetas, kind="stable")
+        if not np.array_equal(order, np.arange(thetas.size)):
+            vectors, thetas, residuals = space.take(vectors, order), thetas[order], \
+                residuals[order]
+        return BlockResult(thetas, vectors, residuals, iterations, counter.products,
+                           counter.matvecs, reason, change, bound)
+
+
+def check_subspace_options(subspace_tol: float | None, criterion: str = "either") -> None:
+    """One-line errors for the subspace stopping options of :func:`chebyshev_subspace`."""
+    if subspace_tol is not None and not 0.0 < subspace_tol < 1.0:
+        raise ValueError(f"subspace_tol must be in (0, 1) (got {subspace_tol})")
+    if criterion not in SUBSPACE_CRITERIA:
+        raise ValueError(f"unknown subspace_criterion {criterion!r}; known: "
+                         f"{', '.join(SUBSPACE_CRITERIA)}")
+
+
+def _subspace_reason(criterion: str, tol: float, change: float, bound: float) -> str | None:
+    """The subspace criterion that holds (``None``: none; nan never holds)."""
+    if criterion != "projector" and bound <= tol:
+        return "davis-kahan"
+    if criterion != "davis-kahan" and change <= tol:
+        return "projector"
+    return None
+
+
+def _needed_degree(theta_m: float, lower: float, upper: float, bound: float, change: float,
+                   tol: float) -> int:
+    r"""The smallest degree :math:`d` with :math:`T_d(\hat\theta_m) \ge 2\eta/\text{tol}`,
+    :math:`\eta` the current error estimate (Davis-Kahan bound, else the projector change;
+    no cut without either), :math:`\hat\theta_m = (\theta_m - c)/e` on :math:`[a, b]`."""
+    eta = bound if math.isfinite(bound) else change
+    g = (theta_m - 0.5 * (upper + lower)) / (0.5 * (upper - lower))
+    if not math.isfinite(eta) or g <= 1.0:
+        return 1 << 30
+    return max(1, math.ceil(math.acosh(max(2.0 * eta / tol, 1.0)) / math.acosh(g)))
 
 
 def _check_block(space: BlockSpace, m: int, block: int | None) -> int:
@@ -640,15 +816,21 @@ def block_lobpcg(space: BlockSpace, m: int, *, block: int | None = None, tol: fl
         theta, x, sx = _start(space, b, seed, counter)
         p = sp_ = None
         iterations = 0
-        while iterations < maxiter and (max_matvecs is None or counter.matvecs < max_matvecs):
+        reason = "maxiter"
+        while iterations < maxiter:
+            if max_matvecs is not None and counter.matvecs >= max_matvecs:
+                reason = "max_matvecs"
+                break
             r = space.combine([(sx, np.eye(theta.size)), (x, -np.diag(theta))])
             res = np.sqrt(np.maximum(space.sq_norms(r), 0.0))
             if (res[:m] <= tol).all():
+                reason = "residual"
                 break
             active = np.flatnonzero(res > tol)
             ra = project_out(space, space.deflate(space.take(r, active)), [x])
             t = svqb(space.gram([ra], [ra]), rcond)
             if t.shape[1] == 0:
+                reason = "rank"
                 break
             ra = space.combine([(ra, t)])
             sra = space.matmul(ra)
@@ -675,7 +857,8 @@ def block_lobpcg(space: BlockSpace, m: int, *, block: int | None = None, tol: fl
             sp_ = space.combine(list(zip(szs[1:], parts[1:])))
             x, sx, theta = x_new, sx_new, mu[order]
             iterations += 1
-        return _finish(space, space.take(x, np.arange(m)), theta[:m], counter, iterations)
+        return _finish(space, space.take(x, np.arange(m)), theta[:m], counter, iterations,
+                       reason)
 
 
 # ----------------------------------------------------------------------------- assembly
@@ -683,8 +866,8 @@ def block_lobpcg(space: BlockSpace, m: int, *, block: int | None = None, tol: fl
 def block_eigenpairs(space: BlockSpace, k: int, *, method: str = "chebyshev",
                      tol: float = 1e-5, maxiter: int = 500, seed: int = 0,
                      block: int | None = None, max_matvecs: int | None = None,
-                     progress: bool = False, solver_name: str | None = None,
-                     **options: Any) -> Any:
+                     subspace_tol: float | None = None, progress: bool = False,
+                     solver_name: str | None = None, **options: Any) -> Any:
     r"""The :math:`k` smallest eigenpairs of :math:`\mathbf{L} = \mathbf{I} - \mathbf{S}` on any
     :class:`BlockSpace`, as :class:`~distgcl.spectral.eigensolvers.Eigenpairs`.
 
@@ -699,13 +882,23 @@ def block_eigenpairs(space: BlockSpace, k: int, *, method: str = "chebyshev",
         k (int): pairs wanted, :math:`1 \le k < N`.
         method (str, optional): ``chebyshev`` or ``lobpcg`` (default: ``chebyshev``).
         tol, maxiter, seed, block, max_matvecs, progress: passed to the solver.
+        subspace_tol (float, optional): ``chebyshev`` only: stop on the subspace
+            (:func:`chebyshev_subspace`) (default: :obj:`None`, off).
         solver_name (str, optional): the ``solver`` field of the result (default: ``method``).
-        **options: solver-specific options (``degree``, ``lower``, ``max_amplification``).
+        **options: solver-specific options (``degree``, ``lower``, ``max_amplification``,
+            ``subspace_criterion``).
+
+    The result's ``details`` hold ``stop_reason`` (:data:`STOP_REASONS`) and, with
+    ``subspace_tol``, the last ``subspace_change`` and ``subspace_bound``.
     """
     from distgcl.spectral.eigensolvers import Eigenpairs
 
     if method not in METHODS:
         raise ValueError(f"unknown block method {method!r}; known: {', '.join(METHODS)}")
+    if subspace_tol is not None:
+        if method != "chebyshev":
+            raise ValueError(f"subspace_tol needs method 'chebyshev' (got {method!r})")
+        options["subspace_tol"] = subspace_tol
     n, c = space.num_rows, space.num_components
     if not 1 <= k < n:
         raise ValueError(f"k must be in [1, N) = [1, {n}) (got {k})")
@@ -736,9 +929,23 @@ def block_eigenpairs(space: BlockSpace, k: int, *, method: str = "chebyshev",
                                                                    result.residuals])
     out = Eigenpairs(vals, vecs, residuals, solver_name or method, tol, seconds,
                      0 if result is None else result.iterations, c,
-                     matvecs=0 if result is None else result.matvecs)
-    if not out.converged and max_matvecs is None:
+                     matvecs=0 if result is None else result.matvecs,
+                     details=stop_details(result))
+    if not out.converged and max_matvecs is None and subspace_tol is None:
         warnings.warn(f"{out.solver}: residual {out.residual_max:.2e} above tol {tol:.1e} after "
                       f"{out.iterations} iterations (raise maxiter or block)", RuntimeWarning,
                       stacklevel=2)
+    return out
+
+
+def stop_details(result: BlockResult | None) -> dict[str, Any]:
+    """``stop_reason`` and the last subspace measures of a block solve (``residual`` when no
+    solve was needed), for :attr:`Eigenpairs.details <distgcl.spectral.eigensolvers.Eigenpairs>`."""
+    if result is None:
+        return {"stop_reason": "residual"}
+    out: dict[str, Any] = {"stop_reason": result.stop_reason}
+    for key in ("subspace_change", "subspace_bound"):
+        value = getattr(result, key)
+        if not math.isnan(value):
+            out[key] = float(f"{value:.3e}") if math.isfinite(value) else None
     return out

@@ -49,6 +49,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator, eigsh, lobpcg
 from tqdm.auto import tqdm
 
+from distgcl.spectral.block import check_subspace_options
 from distgcl.spectral.laplacian import (adjacency, connected_components,
                                         laplacian_from_adjacency, to_torch_csr,
                                         trivial_eigenvectors)
@@ -197,7 +198,8 @@ def smallest_eigenpairs(lap: sp.spmatrix, k: int, *, null_space: np.ndarray | No
                         solver: str = "lobpcg-scipy", tol: float = 1e-5, maxiter: int = 500,
                         seed: int = 0, pad: int | None = None, preconditioner: bool = True,
                         progress: bool = False, dtype: np.dtype | type = np.float64,
-                        max_matvecs: int | None = None, degree: int = 10) -> Eigenpairs:
+                        max_matvecs: int | None = None, degree: int = 10,
+                        subspace_tol: float | None = None) -> Eigenpairs:
     r"""The :math:`k` smallest eigenpairs of a symmetric normalized Laplacian.
 
     .. math::
@@ -237,6 +239,11 @@ def smallest_eigenpairs(lap: sp.spmatrix, k: int, *, null_space: np.ndarray | No
             products (a budget for k-means-grade solves; the result may then miss ``tol``)
             (default: no budget).
         degree (int, optional): ``chebyshev``: largest filter degree (default: ``10``).
+        subspace_tol (float, optional): ``chebyshev``: stop once the k-dimensional subspace
+            has settled (projector change between steps or Davis-Kahan bound
+            :math:`\le` this, :func:`~distgcl.spectral.block.chebyshev_subspace`);
+            ``max_matvecs`` stays the ceiling. ``details["stop_reason"]`` says which criterion
+            ended a block solve (default: :obj:`None`, off).
 
     Returns:
         Eigenpairs: eigenvalues :math:`(k,)`, eigenvectors :math:`(N, k)` with canonical signs
@@ -254,11 +261,15 @@ def smallest_eigenpairs(lap: sp.spmatrix, k: int, *, null_space: np.ndarray | No
         raise ValueError(f"k must be in [1, N) = [1, {n}) (got {k})")
     if tol <= 0:
         raise ValueError(f"tol must be > 0 (got {tol})")
+    if subspace_tol is not None and solver != "chebyshev":
+        raise ValueError(f"subspace_tol needs solver 'chebyshev' (got {solver!r})")
+    check_subspace_options(subspace_tol)
     y = np.zeros((n, 0)) if null_space is None else np.asarray(null_space, dtype=np.float64)
     c = y.shape[1]
     lap = sp.csr_matrix(lap)
     start = time.perf_counter()
     iterations = matvecs = 0
+    details: dict[str, Any] = {}
     used = solver
     if c >= k:  # the whole answer is null space: no solve at all
         vals, vecs = np.zeros(k), y[:, :k].copy()
@@ -279,9 +290,9 @@ def smallest_eigenpairs(lap: sp.spmatrix, k: int, *, null_space: np.ndarray | No
             vals, vecs, iterations = _lobpcg_torch(lap, y, m, block, tol, maxiter, seed,
                                                    progress, dtype)
         elif solver in ("chebyshev", "lobpcg-block"):
-            vals, vecs, iterations, matvecs = _block(lap, y, m, block, tol, maxiter, seed,
-                                                     progress, dtype, solver, max_matvecs,
-                                                     degree)
+            vals, vecs, iterations, matvecs, details = _block(
+                lap, y, m, block, tol, maxiter, seed, progress, dtype, solver, max_matvecs,
+                degree, subspace_tol)
         else:
             vals, vecs, iterations = _eigsh(lap, y, m, tol, maxiter, seed, progress, dtype)
     seconds = time.perf_counter() - start
@@ -292,8 +303,8 @@ def smallest_eigenpairs(lap: sp.spmatrix, k: int, *, null_space: np.ndarray | No
     vecs = vecs * np.where(vecs[pivot, np.arange(vecs.shape[1])] < 0, -1.0, 1.0)
     res = residual_norms(lap, vals, vecs)
     out = Eigenpairs(vals, vecs.astype(np.float64, copy=False), res, used, tol, seconds,
-                     iterations, c, matvecs)
-    if not out.converged:
+                     iterations, c, matvecs, details)
+    if not out.converged and details.get("stop_reason") not in ("projector", "davis-kahan"):
         warnings.warn(f"{used}: residual {out.residual_max:.2e} above tol {tol:.1e} after "
                       f"{iterations} iterations (raise maxiter or pad)", RuntimeWarning,
                       stacklevel=2)
@@ -344,20 +355,23 @@ def _lobpcg_torch(lap: sp.csr_matrix, y: np.ndarray, m: int, block: int, tol: fl
 
 def _block(lap: sp.csr_matrix, y: np.ndarray, m: int, block: int, tol: float, maxiter: int,
            seed: int, progress: bool, dtype: Any, solver: str, max_matvecs: int | None,
-           degree: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-    from distgcl.spectral.block import LocalBlockSpace, block_lobpcg, chebyshev_subspace
+           degree: int, subspace_tol: float | None = None
+           ) -> tuple[np.ndarray, np.ndarray, int, int, dict[str, Any]]:
+    from distgcl.spectral.block import (LocalBlockSpace, block_lobpcg, chebyshev_subspace,
+                                        stop_details)
 
     tdtype = torch.float64 if np.dtype(dtype) == np.float64 else torch.float32
     space = LocalBlockSpace.from_laplacian(lap, y, tdtype)
     if solver == "chebyshev":
         res = chebyshev_subspace(space, m, block=block, tol=tol, degree=degree, maxiter=maxiter,
-                                 max_matvecs=max_matvecs, seed=seed, progress=progress)
+                                 max_matvecs=max_matvecs, seed=seed, progress=progress,
+                                 subspace_tol=subspace_tol)
     else:
         res = block_lobpcg(space, m, block=block, tol=tol, maxiter=maxiter,
                            max_matvecs=max_matvecs, seed=seed, progress=progress)
     vals = np.concatenate([np.zeros(y.shape[1]), 1.0 - res.theta])
     vecs = np.concatenate([y, space.gather(res.vectors)], axis=1)
-    return vals, vecs, res.iterations, res.matvecs
+    return vals, vecs, res.iterations, res.matvecs, stop_details(res)
 
 
 def _eigsh(lap: sp.csr_matrix, y: np.ndarray, m: int, tol: float, maxiter: int, seed: int,
