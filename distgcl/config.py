@@ -176,6 +176,10 @@ class TrainConfig:
     full-batch methods take one step per epoch, so N steps = N epochs)."""
     resume: bool = True
     """Continue from the newest complete checkpoint in ``<out>/checkpoints`` if there is one."""
+    prefetch: bool = True
+    """Sample the next mini-batch on a background thread while the step runs this one
+    (:mod:`distgcl.prefetch`; methods whose batches need a global random stream always sample
+    inline). The numbers do not depend on it."""
 
     def validate(self, prefix: str) -> None:
         check_at_least(f"{prefix}.epochs", self.epochs, 1)
@@ -184,6 +188,8 @@ class TrainConfig:
         check_at_least(f"{prefix}.checkpoint_every", self.checkpoint_every, 0)
         if self.threads is not None:
             check_at_least(f"{prefix}.threads", self.threads, 1)
+        _check(isinstance(self.prefetch, bool),
+               f"{prefix}.prefetch must be true or false (got {self.prefetch!r})")
 
 
 @dataclass(kw_only=True)

@@ -46,22 +46,67 @@ def node_embeddings(encoder: GCNEncoder, data: Data, batch_size: int = 0,
                     progress: bool = False) -> Tensor:
     """Frozen embeddings ``[N, d]`` (float32, CPU) of every node of ``data``.
 
-    The encoder runs in eval mode (its previous mode is restored) on its own device.
+    The encoder runs in eval mode (its previous mode is restored) on its own device (the
+    run's: a GPU run embeds on the GPU), in row chunks of :func:`embed_rows` (``batch_size``,
+    capped on CUDA by the free device memory), and the result is gathered to the host chunk by
+    chunk (:func:`gather_rows`).
 
     Args:
-        batch_size (int, optional): rows per sparse product (``0``: all at once); the result
-            does not depend on it (default: :obj:`0`).
+        batch_size (int, optional): rows per sparse product (``0``: all at once, as far as the
+            device's memory allows); the result does not depend on it (default: :obj:`0`).
         progress (bool, optional): progress bar over the row batches (default: :obj:`False`).
     """
     device = next(encoder.parameters()).device
+    rows = embed_rows(encoder, data.num_nodes, batch_size, device)
     was_training = encoder.training
     encoder.eval()
     try:
         z = encoder.embed_sparse(data.x.to(device), data.edge_index.to(device),
-                                 batch_size=batch_size, progress=progress)
+                                 batch_size=rows, progress=progress)
     finally:
         encoder.train(was_training)
-    return z.detach().to("cpu", torch.float32).contiguous()
+    return gather_rows(z.detach(), rows)
+
+
+EMBED_MEMORY_FRACTION = 0.25
+"""Share of the free GPU memory one row chunk's temporaries may take (the rest: the operator,
+the ``[N, d]`` layer outputs, whatever else the process holds)."""
+EMBED_TEMPORARIES = 4
+"""Row-sized ``[rows, width]`` temporaries alive at once in a chunk (the sparse product's
+output, the linear layer's, the bias add, the activation)."""
+
+
+def embed_rows(encoder: GCNEncoder, num_nodes: int, batch_size: int,
+               device: torch.device) -> int:
+    r"""Rows per chunk of the full-graph embedding: ``batch_size`` (``0``: all ``N``), and on
+    CUDA at most what fits in :data:`EMBED_MEMORY_FRACTION` of the free memory
+    (``torch.cuda.mem_get_info``): :math:`\lfloor f \cdot \mathrm{free} /
+    (t \cdot w \cdot 4\,\mathrm{B}) \rfloor` rows, :math:`w` the encoder's widest layer,
+    :math:`t` = :data:`EMBED_TEMPORARIES`. On CPU ``batch_size`` is used as given. ``0``
+    means all rows (the encoder's convention)."""
+    rows = batch_size if batch_size > 0 else max(num_nodes, 1)
+    if device.type != "cuda":
+        return batch_size
+    h = encoder.hparams
+    width = max(int(h["in_dim"]), int(h.get("hidden_dim") or h["out_dim"]), int(h["out_dim"]))
+    free, _ = torch.cuda.mem_get_info(device)
+    fit = int(EMBED_MEMORY_FRACTION * free) // (EMBED_TEMPORARIES * width * 4)
+    return max(1, min(rows, fit))
+
+
+def gather_rows(z: Tensor, rows: int = 0) -> Tensor:
+    """``z`` as a contiguous float32 CPU tensor, copied ``rows`` rows at a time (``0``: at once)
+    through page-locked memory when ``z`` is on a GPU, so no second ``[N, d]`` float32 copy is
+    ever made on the device."""
+    if z.device.type == "cpu":
+        return z.to(torch.float32).contiguous()
+    out = torch.empty(z.shape, dtype=torch.float32, pin_memory=z.device.type == "cuda")
+    step = rows if rows > 0 else max(z.size(0), 1)
+    for lo in range(0, z.size(0), step):
+        out[lo:lo + step].copy_(z[lo:lo + step], non_blocking=True)
+    if z.device.type == "cuda":
+        torch.cuda.synchronize(z.device)  # the copies above are asynchronous
+    return out
 
 
 def save_embeddings(z: Tensor, path: Path, npy: bool = False) -> list[Path]:
@@ -231,5 +276,6 @@ def embed_graph(run_dir: str | Path, graph: str | Path | None = None,
 
 
 __all__ = ["EMBEDDINGS_FILE", "EMBEDDINGS_NPY", "ENCODER_FILE", "ExportError", "LoadedEncoder",
-           "embed_graph", "encoder_payload", "graph_for_encoder", "load_encoder",
+           "embed_graph", "embed_rows", "encoder_payload", "gather_rows", "graph_for_encoder",
+           "load_encoder",
            "node_embeddings", "save_embeddings", "save_encoder", "save_npy"]

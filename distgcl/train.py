@@ -43,6 +43,7 @@ from distgcl.export import (EMBEDDINGS_FILE, ENCODER_FILE, node_embeddings, save
                             save_encoder)
 from distgcl.memory import PhasePeak, peak_rss_mb
 from distgcl.methods import GraphInfo, Method, TrainingDiverged, build_method
+from distgcl.prefetch import method_batches
 from distgcl.protocols import probe_embeddings
 from distgcl.runtime import Runtime
 from distgcl.work import Work
@@ -378,34 +379,36 @@ def run_training(config: Config, out_dir: str | Path | None = None,
         tick = time.perf_counter()
         step_in_epoch = first
         due = False
+        loader = method_batches(method, data, epoch, first, prefetch=t.prefetch, device=device)
         try:
-            for batch in method.batches(data, epoch, start_step=first):
-                _maybe_poison(method, global_step + 1, poison_points)
-                stats = method.training_step(batch)
-                if step_delay:
-                    time.sleep(step_delay)
-                for key, value in stats.items():
-                    partial["sums"][key] = partial["sums"].get(key, 0.0) + value
-                partial["steps"] += 1
-                step_in_epoch += 1
-                global_step += 1
-                anchors_done += stats.get("anchors", 0.0)
-                bar.update(1)
-                heartbeat.beat(global_step, epoch)
-                if resumed is not None:
-                    heartbeat.resumed(resumed, global_step)
-                    resumed = None
-                due = bool(every) and global_step % every == 0
-                if due and step_in_epoch < steps_per_epoch:  # mid-epoch checkpoint
-                    now = time.perf_counter()
-                    partial["seconds"] += now - tick
-                    train_seconds += now - tick
-                    _checkpoint(runtime, method, config, global_step, epoch, step_in_epoch,
-                                partial, records)
-                    tick = time.perf_counter()
-                    _maybe_fail(out, runtime.rank, global_step, fail_points)
-                elif step_in_epoch < steps_per_epoch:
-                    _maybe_fail(out, runtime.rank, global_step, fail_points)
+            with loader:  # leaving early (divergence, exit) stops the prefetch thread
+                for batch in loader:
+                    _maybe_poison(method, global_step + 1, poison_points)
+                    stats = method.training_step(batch)
+                    if step_delay:
+                        time.sleep(step_delay)
+                    for key, value in stats.items():
+                        partial["sums"][key] = partial["sums"].get(key, 0.0) + value
+                    partial["steps"] += 1
+                    step_in_epoch += 1
+                    global_step += 1
+                    anchors_done += stats.get("anchors", 0.0)
+                    bar.update(1)
+                    heartbeat.beat(global_step, epoch)
+                    if resumed is not None:
+                        heartbeat.resumed(resumed, global_step)
+                        resumed = None
+                    due = bool(every) and global_step % every == 0
+                    if due and step_in_epoch < steps_per_epoch:  # mid-epoch checkpoint
+                        now = time.perf_counter()
+                        partial["seconds"] += now - tick
+                        train_seconds += now - tick
+                        _checkpoint(runtime, method, config, global_step, epoch,
+                                    step_in_epoch, partial, records, loader.state)
+                        tick = time.perf_counter()
+                        _maybe_fail(out, runtime.rank, global_step, fail_points)
+                    elif step_in_epoch < steps_per_epoch:
+                        _maybe_fail(out, runtime.rank, global_step, fail_points)
         except TrainingDiverged as exc:
             bar.close()
             _diverged(runtime, method, snapshot, out, f"epoch {epoch}: {exc}")
@@ -422,7 +425,7 @@ def run_training(config: Config, out_dir: str | Path | None = None,
         bar.set_postfix(epoch=epoch, loss=f"{record['loss']:.4f}", refresh=False)
         if due:  # the epoch's last step was a checkpoint step: save it with the epoch's record
             _checkpoint(runtime, method, config, global_step, epoch, step_in_epoch,
-                        _empty_partial(), records)
+                        _empty_partial(), records, loader.state)
         _maybe_fail(out, runtime.rank, global_step, fail_points)
     bar.close()
     training_memory.stop()
@@ -494,11 +497,16 @@ def _empty_partial() -> dict[str, Any]:
 
 
 def _checkpoint(runtime: Runtime, method: Method, config: Config, global_step: int, epoch: int,
-                step_in_epoch: int, partial: dict[str, Any], records: list[dict[str, Any]]
-                ) -> None:
+                step_in_epoch: int, partial: dict[str, Any], records: list[dict[str, Any]],
+                batch_state: dict[str, Any] | None = None) -> None:
     """Gather every rank's RNG streams and epoch sums, let the chief write the state (weights,
-    both optimizers, counters, records, E2Neg's prepared stars), report on all ranks."""
-    ranks = runtime.all_gather_object({"extra": method.get_extra_state(), "rng": _rng_state(),
+    both optimizers, counters, records, E2Neg's prepared stars), report on all ranks.
+
+    ``batch_state``: the batch generators' states as of the batch consumed last (the prefetch
+    thread is ahead of the step: :mod:`distgcl.prefetch`); they replace the live states."""
+    extra = method.get_extra_state()
+    extra["generators"].update(batch_state or {})
+    ranks = runtime.all_gather_object({"extra": extra, "rng": _rng_state(),
                                        "partial": copy.deepcopy(partial)})
     state = None
     if runtime.is_chief:

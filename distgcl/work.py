@@ -72,9 +72,15 @@ class GraphServices:
     the symmetric ``adjacency`` (scipy CSR), trivial ones first, as
     :func:`~distgcl.spectral.eigensolvers.smallest_eigenpairs` with the null space of its
     components; its ``cache_tag`` attribute enters the caller's cache key.
+
+    ``store``: a :class:`~distgcl.store.BaseGraphStore` the method's mini-batches come from
+    (features, labels, sampled subgraphs, induced edges in original ids), e.g. a
+    :class:`~distgcl.store.ShardedGraphStore` over the job's graph-shard actors; none: the
+    method wraps its ``Data`` in a :class:`~distgcl.store.LocalGraphStore`.
     """
 
     eigensolver: Callable[..., Any] | None = None
+    store: Any = None
 
 
 @dataclass(frozen=True)

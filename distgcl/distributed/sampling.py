@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 
 from distgcl.distributed.shards import GraphShards, _tensor
-from distgcl.sampling import SampledSubgraph, _check_fanout, check_seeds, sample_from_lists
+from distgcl.sampling import (SampledSubgraph, _check_fanout, check_seeds, sample_from_lists,
+                              select_neighbors)
 from distgcl.typing import NodeIds
 
 
@@ -169,3 +170,24 @@ class ShardedNeighborSampler:
     def labels(self, ids: NodeIds) -> Tensor:
         """Labels of original ids ``ids``, from the shards."""
         return self._rows("labels", ids)
+
+    def induced_edges(self, ids: NodeIds) -> tuple[Tensor, Tensor]:
+        """The directed edges among the distinct original ids ``ids`` :math:`(n,)`:
+        ``(edge_index [2, e] local ids into ids, e_id [e])`` ordered by edge id, as
+        :func:`torch_geometric.utils.subgraph` on the partitioned graph.
+
+        Three rounds: locate, in-degrees, every in-edge of the set's nodes (sources filtered
+        here: the transfer is the set's in-edges, including those from outside it)."""
+        ids = check_seeds(ids, self.num_nodes)
+        if not ids.numel():
+            empty = torch.empty(0, dtype=torch.long)
+            return torch.stack([empty, empty]), empty
+        new = self.locate(ids)
+        owner, offset = select_neighbors(self._in_degree(ids, new), -1)
+        src_old, eid, _ = self._in_edges(ids, new, owner, offset)
+        order_ids, pos_sorted = torch.sort(ids)
+        where = torch.searchsorted(order_ids, src_old).clamp_max(ids.numel() - 1)
+        inside = order_ids[where] == src_old
+        src_local, dst_local, eid = pos_sorted[where[inside]], owner[inside], eid[inside]
+        by_eid = torch.argsort(eid)
+        return torch.stack([src_local[by_eid], dst_local[by_eid]]), eid[by_eid]

@@ -44,6 +44,10 @@ class ShardedEigensolver:
     root: str
     num_shards: int
     order: str = "auto"
+    attached: dict[str, Any] | None = None
+    """The job's shard actors (:meth:`JobShards.handoff`): used when they serve the operator of
+    the graph asked for in the dtype asked for; else (or none) the solver partitions
+    ``adjacency`` and starts actors of its own, as before."""
 
     @property
     def cache_tag(self) -> str:
@@ -52,7 +56,7 @@ class ShardedEigensolver:
     def __call__(self, adjacency: sp.spmatrix, k: int, *, solver: str, tol: float,
                  maxiter: int, seed: int, pad: int | None = None,
                  max_matvecs: int | None = None, dtype: Any = np.float64,
-                 progress: bool = False) -> Any:
+                 progress: bool = False, subspace_tol: float | None = None) -> Any:
         from distgcl.distributed.linalg import sharded_eigenpairs
         from distgcl.distributed.partition import partition_graph
         from distgcl.distributed.shards import GraphShards
@@ -64,6 +68,18 @@ class ShardedEigensolver:
                               f"of {', '.join(BLOCK_METHODS)} (got {solver!r})")
         adj = sp.csr_matrix(adjacency)
         n = adj.shape[0]
+        m = k - self.attached["num_components"] if self._attached_fits(adj, dtype) else None
+        if m is not None:
+            assert self.attached is not None
+            shards = AttachedShards.of(self.attached)
+            eig = sharded_eigenpairs(shards, k, method=method, tol=tol, maxiter=maxiter,
+                                     seed=seed, block=block_width(solver, m, pad) if m > 0
+                                     else None, max_matvecs=max_matvecs, progress=progress,
+                                     subspace_tol=subspace_tol)
+            eig.details.update({"shards": self.num_shards, "job_shards": True,
+                                "shard_peak_rss_mb": [round(r, 1)
+                                                      for r in shards.peak_rss_mb()]})
+            return eig
         start = time.perf_counter()
         coo = adj.tocoo()
         edge_index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
@@ -83,7 +99,7 @@ class ShardedEigensolver:
             start_seconds = time.perf_counter() - start
             eig = sharded_eigenpairs(shards, k, method=method, tol=tol, maxiter=maxiter,
                                      seed=seed, block=block, max_matvecs=max_matvecs,
-                                     progress=progress)
+                                     progress=progress, subspace_tol=subspace_tol)
             shard_rss = shards.peak_rss_mb()
         eig.details.update({
             "shards": self.num_shards, "partition_seconds": round(partition_seconds, 2),
@@ -93,5 +109,114 @@ class ShardedEigensolver:
             "solver_process_rss_rise_mb": round(peak_rss_mb() - rss_before, 1)})
         return eig
 
+    def _attached_fits(self, adj: sp.csr_matrix, dtype: Any) -> bool:
+        """The job's actors serve this operator: same size and stored entries as the
+        partitioned graph's symmetric adjacency (E2Neg asks for the whole graph's; a component
+        subgraph is partitioned anew), operator loaded, same dtype."""
+        a = self.attached
+        return bool(a) and a["serve"] in ("all", "operator") and \
+            a["dtype"] == np.dtype(dtype).name and adj.shape[0] == a["num_nodes"] and \
+            adj.nnz == a["nnz"]
 
-__all__ = ["ShardedEigensolver"]
+
+class AttachedShards:
+    """The driver-side view of already started shard actors (what
+    :class:`~distgcl.distributed.linalg.ShardedBlockSpace` reads of a
+    :class:`~distgcl.distributed.shards.GraphShards`), without starting or stopping them."""
+
+    def __init__(self, actors: list[Any], manifest: Any, dtype: str, timeout: float) -> None:
+        self.actors, self.manifest, self.dtype, self.timeout = actors, manifest, dtype, timeout
+
+    @classmethod
+    def of(cls, handoff: dict[str, Any]) -> "AttachedShards":
+        from distgcl.distributed.partition import load_manifest
+
+        return cls(list(handoff["actors"]), load_manifest(handoff["manifest_path"]),
+                   handoff["dtype"], float(handoff.get("timeout", 600.0)))
+
+    def get(self, refs: Any) -> Any:
+        import ray
+
+        return ray.get(refs, timeout=self.timeout)
+
+    def peak_rss_mb(self) -> list[float]:
+        return self.get([a.peak_rss_mb.remote() for a in self.actors])
+
+
+OPERATOR_METHODS = ("e2neg",)
+"""Methods whose sharded step needs the operator rows (the spectral step) besides sampling."""
+
+
+@dataclass
+class JobShards:
+    r"""The graph-shard actors of one job, started by the driver before the worker group (so
+    they outlive a worker-group restart) and stopped when the job ends.
+
+    :meth:`start` partitions the dataset (reusing the cached partition of the same content
+    under ``cache_root/partitions``) and starts ``dist.shards`` actors serving sampling and
+    features (and the operator for :data:`OPERATOR_METHODS`, in the method's spectral dtype).
+    :meth:`handoff` is what a worker needs (picklable: actor handles, bounds, sizes);
+    :func:`graph_services_from_handoff` turns it into the worker's
+    :class:`~distgcl.work.GraphServices`.
+    """
+
+    shards: Any
+    handoff_info: dict[str, Any]
+
+    @classmethod
+    def start(cls, config: Any, cache_root: Path, timeout: float = 600.0) -> "JobShards":
+        from distgcl.data import load_from_config
+        from distgcl.distributed.partition import partition_graph
+        from distgcl.distributed.shards import GraphShards
+
+        # TODO(streaming partition): the driver still loads the whole dataset once here; the
+        # chunked reader of the raw files replaces these lines.
+        dataset = load_from_config(config.data, seed=config.train.seed)
+        data = dataset.data
+        manifest = partition_graph(data.edge_index, data.num_nodes, config.dist.shards,
+                                   cache_root / "partitions", x=data.x,
+                                   y=getattr(data, "y", None), seed=config.train.seed)
+        num_classes, multilabel = int(dataset.num_classes), bool(dataset.multilabel)
+        del data, dataset
+        operator = config.method in OPERATOR_METHODS
+        dtype = getattr(config.section(config.method), "spectral_dtype", "float64") \
+            if operator else "float32"
+        serve = "all" if operator else "sampling"
+        # no CPU reservation: the actors answer while the training workers wait on them
+        shards = GraphShards(manifest, dtype=dtype, num_cpus=0, threads=1, serve=serve,
+                             timeout=timeout)
+        return cls(shards, {
+            "actors": list(shards.actors), "bounds": list(manifest.bounds),
+            "num_features": manifest.num_features, "num_classes": num_classes,
+            "multilabel": multilabel, "manifest_path": str(manifest.path), "dtype": dtype,
+            "serve": serve, "num_nodes": manifest.num_nodes, "nnz": manifest.nnz,
+            "num_components": manifest.num_components, "timeout": timeout})
+
+    def handoff(self) -> dict[str, Any]:
+        return dict(self.handoff_info)
+
+    def shutdown(self) -> None:
+        self.shards.shutdown()
+
+
+def graph_services_from_handoff(handoff: dict[str, Any] | None, num_shards: int,
+                                cache_root: Path) -> Any:
+    """A worker's :class:`~distgcl.work.GraphServices`: with the job's shards (``handoff``) a
+    :class:`~distgcl.store.ShardedGraphStore` over them and E2Neg's eigensolver on the same
+    actors; without, the eigensolver partitions and starts its own (the old behaviour)."""
+    from distgcl.store import ShardedGraphStore
+    from distgcl.work import GraphServices
+
+    root = str(cache_root / "partitions")
+    if not handoff:
+        return GraphServices(eigensolver=ShardedEigensolver(root, num_shards))
+    h = handoff
+    store = ShardedGraphStore(h["actors"], h["bounds"], h["num_features"], h["num_classes"],
+                              h["multilabel"], timeout=min(float(h["timeout"]), 120.0),
+                              manifest_path=h["manifest_path"])
+    return GraphServices(eigensolver=ShardedEigensolver(root, num_shards, attached=h),
+                         store=store)
+
+
+__all__ = ["AttachedShards", "JobShards", "OPERATOR_METHODS", "ShardedEigensolver",
+           "graph_services_from_handoff"]

@@ -37,6 +37,7 @@ import gc
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -65,7 +66,8 @@ RAY_LOGGERS = ("ray", "ray.train")
 class RayTrainRuntime(Runtime):
     """The runtime of one Ray Train worker (rank and process group from ``ray.train``)."""
 
-    def __init__(self, run_dir: Path, keep_checkpoints: int = 2) -> None:
+    def __init__(self, run_dir: Path, keep_checkpoints: int = 2,
+                 shards: dict[str, Any] | None = None) -> None:
         import ray.train
         import ray.train.torch
 
@@ -73,6 +75,7 @@ class RayTrainRuntime(Runtime):
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         super().__init__(run_dir, ray.train.torch.get_device(), keep_checkpoints)
+        self.shards = shards  # the job's shard actors (JobShards.handoff), started by the driver
         # one id per worker-group start, agreed by all ranks: checkpoint folders written after
         # a resume never reuse a path Ray already tracks (its retention deletes by path)
         self.session = self.all_gather_object(f"{time.time_ns():x}"[-8:])[0]
@@ -81,14 +84,14 @@ class RayTrainRuntime(Runtime):
         atomic_write_text(pid_dir / f"rank-{self.rank}.pid", str(os.getpid()))
 
     def graph_services(self, config: Config, cache_root: Path) -> GraphServices:
-        """``dist.shards > 0``: E2Neg's spectral step over that many graph-shard actors
-        (partitions cached under ``cache_root/partitions``)."""
+        """``dist.shards > 0``: the job's graph-shard actors as the methods' graph store and
+        E2Neg's spectral step on them (without the driver's actors: the spectral step starts
+        its own, partitions cached under ``cache_root/partitions``)."""
         if not config.dist.shards:
             return GraphServices()
-        from distgcl.distributed.services import ShardedEigensolver
+        from distgcl.distributed.services import graph_services_from_handoff
 
-        return GraphServices(eigensolver=ShardedEigensolver(str(cache_root / "partitions"),
-                                                            config.dist.shards))
+        return graph_services_from_handoff(self.shards, config.dist.shards, cache_root)
 
     # ------------------------------------------------------------------ collectives
     def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -167,7 +170,8 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     if (run_dir / FATAL_FILE).exists():
         return  # a restart after a bad-input error: nothing to retry
     config = config_from_dict(loop_config["config"])
-    runtime = RayTrainRuntime(run_dir, keep_checkpoints=config.dist.keep_checkpoints)
+    runtime = RayTrainRuntime(run_dir, keep_checkpoints=config.dist.keep_checkpoints,
+                              shards=loop_config.get("shards"))
     try:
         run_training(config, run_dir, runtime)
     except (ConfigError, DatasetError, TrainingDiverged) as exc:
@@ -280,6 +284,19 @@ def check_resources(num_workers: int, cpus: int, use_gpu: bool,
                                 f"{_have(resources)}: {fix}")
 
 
+def start_job_shards(config: Config) -> Any:
+    """``dist.shards: P``: partition the dataset (or reuse its cached partition) and start the
+    job's :math:`P` graph-shard actors (:class:`~distgcl.distributed.services.JobShards`);
+    None without ``dist.shards``."""
+    if not config.dist.shards:
+        return None
+    from distgcl.data import default_cache
+    from distgcl.distributed.services import JobShards
+
+    cache_root = Path(config.data.cache) if config.data.cache else default_cache()
+    return JobShards.start(config, cache_root)
+
+
 def check_before_start(config: Config) -> None:
     """The checks a worker would only make once Ray runs, made on the driver first (one
     :class:`ConfigError` instead of a failing worker group)."""
@@ -319,6 +336,17 @@ def log_to_file(path: Path | None, names: tuple[str, ...] = RAY_LOGGERS) -> None
 
 _CONSOLE_HANDLERS: dict[str, list[logging.Handler]] = {}
 _ROUTE: dict[str, Any] = {"path": None}
+# What Ray Train and torch's process group print in every training worker, once per rank and
+# restart: it goes to ray.log with Ray's own lines (the console keeps distgcl's lines and bar).
+WORKER_NOISE = re.compile(
+    r"Setting up process group for|hostname of the client socket cannot be retrieved"
+    r"|^\[W\d{4} |^\[Gloo\]|ProcessGroupGloo|Moving model to device|Wrapping provided model")
+
+
+def _split_noise(lines: list[str]) -> tuple[list[str], list[str]]:
+    """``lines`` as (for the console, for the log file) by :data:`WORKER_NOISE`."""
+    noise = [line for line in lines if WORKER_NOISE.search(line)]
+    return [line for line in lines if not WORKER_NOISE.search(line)], noise
 
 
 def route_worker_output(path: Path | None) -> None:
@@ -335,12 +363,19 @@ def route_worker_output(path: Path | None) -> None:
 
     def route(data: dict[str, Any], show: Callable[[dict[str, Any]], None]) -> None:
         target = _ROUTE["path"]
-        if target is None or data.get("actor_name") == "RayTrainWorker":
+        if target is None:
             show(data)
             return
-        prefix = f"({data.get('actor_name') or data.get('task_name') or ''} pid={data.get('pid')}) "
-        with open(target, "a") as f:
-            f.writelines(prefix + line + "\n" for line in data.get("lines", []))
+        lines = list(data.get("lines", []))
+        keep: list[str] = []
+        if data.get("actor_name") == "RayTrainWorker":
+            keep, lines = _split_noise(lines)
+        if keep:
+            show({**data, "lines": keep})
+        if lines:
+            name = data.get("actor_name") or data.get("task_name") or ""
+            with open(target, "a") as f:
+                f.writelines(f"({name} pid={data.get('pid')}) {line}\n" for line in lines)
 
     # the raylet's error messages ("A worker died ...") are printed past the dispatcher
     to_stdstream = ray_worker.print_to_stdstream
@@ -386,10 +421,13 @@ def train_distributed(config: Config, out: str | None = None,
     os.environ[START_TIMEOUT_ENV] = f"{d.startup_timeout_s:g}"  # passed on to the controller
     # print() in a worker stays print(): Ray Train's patch would show every line twice
     os.environ.setdefault(PRINT_PATCH_ENV, "0")
+    # the job's shard actors start before the worker group and outlive its restarts
+    shards = start_job_shards(config)
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"config": config.to_dict(), "run_dir": str(run_dir),
-                           "verbose": verbose},
+                           "verbose": verbose,
+                           "shards": shards.handoff() if shards is not None else None},
         scaling_config=ScalingConfig(num_workers=d.num_workers, use_gpu=d.use_gpu,
                                      resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(name=name, storage_path=str(storage),
@@ -401,6 +439,9 @@ def train_distributed(config: Config, out: str | None = None,
         trainer.fit()
     except Exception as exc:  # noqa: BLE001 - ray.train.TrainingFailedError and its wrappers
         _raise_failure(exc, config, cpus, run_dir)
+    finally:
+        if shards is not None:
+            shards.shutdown()
     _raise_fatal(run_dir)  # a restarted group that stopped at once
     result_path = run_dir / "result.json"
     result = json.loads(result_path.read_text())

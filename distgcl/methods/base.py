@@ -64,6 +64,15 @@ class Method(nn.Module, abc.ABC):
     its own noise, like its own samples)."""
     ddp_modules: ClassVar[tuple[str, ...]] = ()
     """Names of the child modules that get gradients (each is wrapped for data parallelism)."""
+    prefetch_batches: bool = False
+    """:meth:`batches` may run on a background thread while the step runs
+    (:mod:`distgcl.prefetch`): true only where it draws from no global random stream (torch's,
+    numpy's, python's: the step draws RReLU/dropout noise from torch's concurrently), only
+    from the generators named in :attr:`batch_generators`, and calls no module."""
+    batch_generators: ClassVar[tuple[str, ...]] = ()
+    """The ``torch.Generator`` attributes :meth:`batches` draws from (and nothing else does):
+    their states after each prefetched batch are what a checkpoint saves
+    (:meth:`batch_state`)."""
 
     def __init__(self, config: Config, info: GraphInfo, work: Work | None = None) -> None:
         super().__init__()
@@ -134,6 +143,11 @@ class Method(nn.Module, abc.ABC):
         so resumes are exact."""
         gens = {k: v.get_state() for k, v in vars(self).items() if isinstance(v, torch.Generator)}
         return {"generators": gens, "counters": dict(self.counters)}
+
+    def batch_state(self) -> dict[str, Tensor]:
+        """The states of :attr:`batch_generators` (taken by the prefetch thread after each batch;
+        they replace the live ones in a checkpoint's :meth:`get_extra_state`)."""
+        return {k: getattr(self, k).get_state() for k in self.batch_generators}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         for key, value in state["generators"].items():

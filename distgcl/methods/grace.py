@@ -90,6 +90,13 @@ class Grace(Method):
     def encoder(self) -> GCNEncoder:
         return self.model.encoder
 
+    @property
+    def prefetch_batches(self) -> bool:  # type: ignore[override]
+        """Random parts are cut on a background thread (:mod:`distgcl.prefetch`): they come
+        from :meth:`Work.epoch_order`'s own seeded generator, no global stream; the whole graph
+        (one batch an epoch) has nothing to overlap."""
+        return self.cfg.batching == "parts"
+
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         t = self.config.train
         self.optimizers = {"model": torch.optim.Adam(self.model.parameters(), lr=t.lr,

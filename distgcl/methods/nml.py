@@ -63,7 +63,8 @@ from distgcl.methods.bilevel import bilevel_step
 from distgcl.methods.grace import build_encoder
 from distgcl.nn import GCNEncoder, TwoViewEncoder
 from distgcl.nn.nmn import build_metric_network, metric_log_probs
-from distgcl.sampling import make_neighbor_sampler, uniform_negatives
+from distgcl.sampling import pyg_sampling_available, uniform_negatives
+from distgcl.store import BaseGraphStore, LocalGraphStore
 from distgcl.typing import NodeIds
 from distgcl.work import STREAM_AUGMENT, STREAM_NEGATIVES, STREAM_SAMPLING, Work
 
@@ -165,6 +166,19 @@ class NMLBatch:
     """``[n]`` global ids of the sampled nodes."""
     total: int = 0
     """Anchors of this step over all ranks (the loss normaliser; 0: this batch's anchors)."""
+    store_calls: int = 0
+    """Round trips to the graph store this batch took (0 for an in-process graph)."""
+
+    def to(self, device: torch.device) -> NMLBatch:
+        """What the step reads, on ``device`` (``n_id`` stays where it is); asynchronous from
+        pinned memory (:func:`distgcl.prefetch.pin_batch`), a no-op where it already is."""
+        def move(t: Tensor) -> Tensor:
+            return t.to(device, non_blocking=True)
+
+        return NMLBatch(x=move(self.x), edge_index=move(self.edge_index),
+                        num_seeds=self.num_seeds, anchor_ids=move(self.anchor_ids),
+                        candidate_ids=move(self.candidate_ids), n_id=self.n_id,
+                        total=self.total, store_calls=self.store_calls)
 
 
 @register_method("nml", NMLConfig)
@@ -172,6 +186,8 @@ class NML(Method):
     """NML-GCL on the :class:`~distgcl.methods.base.Method` interface (see the module docs)."""
 
     ddp_modules = ("model", "nmn")
+    # make_batch draws from these two only (uniform_negatives, CSRNeighborSampler.sample)
+    batch_generators = ("negatives_generator", "sampling_generator")
 
     def __init__(self, config: Config, info: GraphInfo, work: Work | None = None) -> None:
         super().__init__(config, info, work)
@@ -194,12 +210,20 @@ class NML(Method):
         self.negatives_generator = self.work.generator(STREAM_NEGATIVES, device="cpu")
         self.sampling_generator = self.work.generator(STREAM_SAMPLING, device="cpu")
         self.counters.update(inner_steps=0, outer_steps=0)
-        self._sampler: Any = None
+        self._store: BaseGraphStore | None = None
         self._graph_id: int | None = None
 
     @property
     def encoder(self) -> GCNEncoder:
         return self.model.encoder
+
+    @property
+    def prefetch_batches(self) -> bool:  # type: ignore[override]
+        """Mini-batches are sampled on a background thread (:mod:`distgcl.prefetch`), except with
+        PyG's compiled sampler, which ignores the generator and draws from a global stream."""
+        c = self.cfg
+        pyg = c.sampler == "pyg" or (c.sampler == "auto" and pyg_sampling_available())
+        return c.mode == "minibatch" and not pyg
 
     # ------------------------------------------------------------------ optimizers
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -216,56 +240,61 @@ class NML(Method):
         return self.optimizers
 
     # ------------------------------------------------------------------ batches
-    def steps_per_epoch(self, data: Data) -> int:
+    def graph_store(self, data: Data | None) -> BaseGraphStore:
+        """Where mini-batches come from: the trainer's store when it gives one (e.g. graph-shard
+        actors), else an in-process :class:`~distgcl.store.LocalGraphStore` of ``data`` (built
+        once per graph)."""
+        store = self.work.services.store
+        if store is not None:
+            return store
+        if data is None:
+            raise ValueError("nml needs the graph (data) or a graph store from the trainer")
+        if self._store is None or self._graph_id != id(data):
+            self._store = LocalGraphStore(data, sampler=self.cfg.sampler)
+            self._graph_id = id(data)
+        return self._store
+
+    def steps_per_epoch(self, data: Data | None) -> int:
         if self.cfg.mode == "full":
             return 1
-        return self.work.steps_per_epoch(data.num_nodes, self.cfg.batch_size,
+        return self.work.steps_per_epoch(self.graph_store(data).num_nodes, self.cfg.batch_size,
                                          self.cfg.batches_per_epoch)
 
-    def batches(self, data: Data, epoch: int, start_step: int = 0) -> Iterator[Any]:
+    def batches(self, data: Data | None, epoch: int, start_step: int = 0) -> Iterator[Any]:
         if self.cfg.mode == "full":
             if start_step == 0:
+                assert data is not None
                 yield data, self.work.share(torch.arange(data.num_nodes))
             return
         c = self.cfg
-        sampler = self.neighbor_sampler(data)
-        for share in self.work.epoch_batches(data.num_nodes, epoch, c.batch_size,
+        store = self.graph_store(data)
+        for share in self.work.epoch_batches(store.num_nodes, epoch, c.batch_size,
                                              max_steps=c.batches_per_epoch,
                                              start_step=start_step):
-            yield self.make_batch(data, share.ids, sampler, total=share.total)
+            yield self.make_batch(store, share.ids, total=share.total)
 
-    def neighbor_sampler(self, data: Data) -> Any:
-        """The neighbour sampler of ``data`` (built once per graph)."""
-        if self._sampler is None or self._graph_id != id(data):
-            self._sampler = make_neighbor_sampler(data.edge_index.cpu(), data.num_nodes,
-                                                  self.cfg.num_neighbors, self.cfg.sampler)
-            self._graph_id = id(data)
-        return self._sampler
-
-    def make_batch(self, data: Data, anchors: NodeIds, sampler: Any = None,
+    def make_batch(self, store: BaseGraphStore | Data, anchors: NodeIds,
                    total: int = 0) -> NMLBatch:
-        """Sample the subgraph of ``anchors`` and their candidate block (global ids in).
-
-        ``sampler`` is any object with ``sample(seeds, generator)``; if it also has
-        ``features(n_id)`` (a sampler over remote graph shards), the features come from it.
-        """
+        """Sample the subgraph of ``anchors`` and their candidate block (original ids in) from
+        ``store`` (a ``Data`` is wrapped in a local store); features come from the store."""
         c = self.cfg
-        sampler = sampler or self.neighbor_sampler(data)
+        if isinstance(store, Data):
+            store = self.graph_store(store)
+        anchors, calls_before = anchors.cpu(), store.calls
         if c.negatives == "within-batch":
             seeds, inv = torch.unique(anchors, return_inverse=True)
             anchor_local, cand_local = inv, inv
         else:
-            cands = uniform_negatives(data.num_nodes, c.num_negatives, self.negatives_generator)
+            cands = uniform_negatives(store.num_nodes, c.num_negatives, self.negatives_generator)
             seeds, inv = torch.unique(torch.cat([anchors, cands]), return_inverse=True)
             anchor_local, cand_local = inv[:anchors.numel()], inv[anchors.numel():]
-        sub = sampler.sample(seeds, self.sampling_generator)
+        sub = store.sample(seeds, c.num_neighbors, self.sampling_generator)
         dev = self.work.device
-        x = sampler.features(sub.n_id) if hasattr(sampler, "features") else \
-            data.x[sub.n_id.to(data.x.device)]
+        x = store.features(sub.n_id)
         return NMLBatch(x=x.to(dev), edge_index=sub.edge_index.to(dev),
                         num_seeds=sub.batch_size, anchor_ids=anchor_local.to(dev),
                         candidate_ids=cand_local.to(dev), n_id=sub.n_id,
-                        total=total or anchors.numel())
+                        total=total or anchors.numel(), store_calls=store.calls - calls_before)
 
     # ------------------------------------------------------------------ loss and steps
     def views(self, x: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
@@ -296,18 +325,21 @@ class NML(Method):
         """One outer step: T_M NMN updates, then one encoder update (see the module docs)."""
         self.train()
         if isinstance(batch, NMLBatch):
+            batch = batch.to(self.work.device)
             u, v = self.views(batch.x, batch.edge_index)
             u, v = u[:batch.num_seeds], v[:batch.num_seeds]
             anchor_ids, cand_ids = batch.anchor_ids, batch.candidate_ids
             total, count = batch.total, batch.anchor_ids.numel()
+            extra: dict[str, float] = {"store_calls": float(batch.store_calls)}  # summed ranks
         else:
             data, share = batch
             u, v = self.views(data.x, data.edge_index)
             anchor_ids = None if share.complete else share.ids.to(u.device)
             cand_ids, total, count = None, share.total, share.ids.numel()
+            extra = {}
         stats = self.bilevel_step(u, v, anchor_ids, cand_ids, normalizer=total)
         self.counters["steps"] += 1
-        return {**stats, "anchors": float(count)}
+        return {**stats, **extra, "anchors": float(count)}
 
     def bilevel_step(self, u: Tensor, v: Tensor, anchor_ids: NodeIds | None = None,
                      candidate_ids: NodeIds | None = None, *,

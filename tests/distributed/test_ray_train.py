@@ -236,7 +236,11 @@ def test_quiet_console_ray_lines_in_the_run_log(ray_cluster, tmp_path) -> None:
     assert "Reporting training result" not in console, console[-3000:]
     assert "Checkpoint successfully created" not in console
     assert "Started training worker group" not in console  # the controller's lines
+    assert "Setting up process group" not in console  # every worker's, once per rank
+    from_workers = [line for line in console.splitlines() if line.startswith("(RayTrainWorker")]
+    assert all("distgcl" in line or "%|" in line for line in from_workers), from_workers
     assert sum("3/3" in line for line in console.splitlines()) == 1, console  # one bar
     assert "linear-probe accuracy" in proc.stdout
     log = (tmp_path / "quiet" / RAY_LOG).read_text()
     assert "Reporting training result" in log and "Started training worker group" in log
+    assert "Setting up process group" in log
