@@ -378,7 +378,7 @@ def notes(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
            "(their seconds include evaluation and were taken on a shared machine). "
            if refs else "No reference rows at this scale in bench/results/proteins_reference."
            "json. ")
-        + "; ".join(stops) + f". {args.note}").strip()
+        + "; ".join(stops) + ".")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
         rows += curve(args, method, root, cache, nodes)
     rows += reference_rows(args.scale)
     common.RESULTS = args.out  # write_results writes into RESULTS
-    write_results("quality_time", rows, notes(args, rows))
+    write_results("quality_time", rows, f"{notes(args, rows)} {args.note}".strip())
     plot(rows, args.out / "quality_time.png",
          f"proteins-synthetic scale {args.scale}, {args.workers} workers: ROC-AUC vs training time")
     print(f"wrote {args.out / 'quality_time.png'}")
