@@ -27,6 +27,7 @@ import json
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -296,21 +297,31 @@ def _load_dataset(config: Config, runtime: Runtime) -> GraphDataset:
     return runtime.chief_first(lambda: load_from_config(config.data, seed=config.train.seed))
 
 
-def run_training(config: Config, out_dir: str | Path | None = None,
-                 runtime: Runtime | None = None) -> dict[str, Any]:
-    """Train ``config.method`` on ``config.data`` and evaluate; see the module docstring.
+@dataclass
+class _Run:
+    """What one process trains (built by :func:`_setup`, the same on every rank)."""
 
-    ``runtime`` is this process's place in the run (default: the single-process
-    :class:`~distgcl.runtime.Runtime` writing into ``out_dir``).
-    """
+    config: Config
+    out: Path | None
+    runtime: Runtime
+    dataset: GraphDataset
+    data: Any
+    method: Method
+    state: dict[str, Any] | None
+    """The checkpoint this run resumes from (None: a fresh start)."""
+    prepare_seconds: float
+
+
+def _setup(config: Config, out_dir: str | Path | None, runtime: Runtime | None) -> _Run:
+    """This process's place, the graph on its device, the method with its optimizers, the
+    checkpoint to resume from and the method's one-off preparation (E2Neg's spectral step)."""
     t = config.train
     out = Path(out_dir) if out_dir is not None else None
     runtime = runtime if runtime is not None else Runtime(
         out, torch.device(t.device), keep_checkpoints=max(2, config.dist.keep_checkpoints))
     if t.threads is not None:
         torch.set_num_threads(t.threads)
-    chief = runtime.is_chief
-    if out is not None and chief:
+    if out is not None and runtime.is_chief:
         out.mkdir(parents=True, exist_ok=True)
     device = runtime.device
     cache_root = Path(config.data.cache) if config.data.cache else default_cache()
@@ -332,146 +343,207 @@ def run_training(config: Config, out_dir: str | Path | None = None,
     prepared = state.get("prepared") if state is not None else None
     runtime.chief_first(lambda: method.prepare(data, cache_root / "methods" / method.name,
                                                prepared=prepared))
-    prepare_seconds = time.perf_counter() - prep_start
+    return _Run(config, out, runtime, dataset, data, method, state,
+                time.perf_counter() - prep_start)
 
-    steps_per_epoch = method.steps_per_epoch(data)
-    every = checkpoint_interval(config, runtime.world_size, t.epochs * steps_per_epoch)
-    records: list[dict[str, Any]] = []
-    start_epoch, start_step, global_step = 1, 0, 0
-    partial = _empty_partial()
-    if state is not None:
+
+class _EpochLoop:
+    """The epochs of one run on every rank: where it resumes, the steps, mid-epoch and
+    end-of-epoch checkpoints, fault-injection switches, the records of ``metrics.jsonl``."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        config, runtime, method = run.config, run.runtime, run.method
+        t = config.train
+        self.steps_per_epoch = method.steps_per_epoch(run.data)
+        self.total_steps = t.epochs * self.steps_per_epoch
+        self.every = checkpoint_interval(config, runtime.world_size, self.total_steps)
+        self.records: list[dict[str, Any]] = []
+        self.start_epoch, self.start_step, self.global_step = 1, 0, 0
+        self.partial = _empty_partial()
+        self.anchors_done, self.train_seconds = 0.0, 0.0
+        if run.state is not None:
+            self._resume(run.state)
+        method.wrap_modules(runtime.wrap)
+        out, chief = run.out, runtime.is_chief
+        self.metrics_path = out / "metrics.jsonl" if out is not None and chief else None
+        if self.metrics_path is not None:
+            atomic_write_text(self.metrics_path,
+                              "".join(json.dumps(r) + "\n" for r in self.records))
+        self.snapshot = _Snapshot(method)
+        self.fail_points = _fail_points(runtime.rank)
+        self.poison_points = _poison_points(runtime.rank)
+        self.step_delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
+        self.heartbeat = _Heartbeat(out if chief else None)
+        self.resumed = ({"from_step": self.global_step, "loaded": time.time()}
+                        if run.state is not None else None)
+        self.bar = progress_bar(self.total_steps, self.global_step,
+                                f"{method.name}/{run.dataset.name}",
+                                enabled=t.progress and chief, lines=runtime.world_size > 1)
+
+    def _resume(self, state: dict[str, Any]) -> None:
+        """Weights, optimizers, and (same world size) each rank's streams and epoch sums."""
+        method, runtime = self.run.method, self.run.runtime
         method.load_state_dict(state["model"])
         method.load_optimizer_state(state["optimizers"])
         if len(state["ranks"]) == runtime.world_size:
             mine = state["ranks"][runtime.rank]
             method.set_extra_state(mine["extra"])
             _set_rng_state(mine["rng"])
-            partial = mine["partial"]
-        elif chief:  # elastic resize: weights and optimizers carry over, the RNG streams cannot
+            self.partial = mine["partial"]
+        elif runtime.is_chief:  # elastic resize: weights and optimizers carry over, not streams
             print(f"distgcl: checkpoint written by {len(state['ranks'])} ranks, resuming on "
                   f"{runtime.world_size}: random streams restart from the seed", flush=True)
-        records = state["records"]
-        start_epoch, start_step = state["epoch"], state["step_in_epoch"]
-        global_step = state["global_step"]
-        if start_step >= steps_per_epoch:
-            start_epoch, start_step, partial = start_epoch + 1, 0, _empty_partial()
-    method.wrap_modules(runtime.wrap)
+        self.records = state["records"]
+        self.start_epoch, self.start_step = state["epoch"], state["step_in_epoch"]
+        self.global_step = state["global_step"]
+        if self.start_step >= self.steps_per_epoch:
+            self.start_epoch, self.start_step = self.start_epoch + 1, 0
+            self.partial = _empty_partial()
 
-    metrics_path = out / "metrics.jsonl" if out is not None else None
-    if metrics_path is not None and chief:
-        atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in records))
-    snapshot = _Snapshot(method)
-    fail_points = _fail_points(runtime.rank)
-    poison_points = _poison_points(runtime.rank)
-    step_delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
-    total_steps = t.epochs * steps_per_epoch
-    bar = progress_bar(total_steps, global_step, f"{method.name}/{dataset.name}",
-                       enabled=t.progress and chief, lines=runtime.world_size > 1)
-    anchors_done, train_seconds = 0.0, 0.0
-    heartbeat = _Heartbeat(out if chief else None)
-    resumed = {"from_step": global_step, "loaded": time.time()} if state is not None else None
-    training_memory = PhasePeak().start()
-    for epoch in range(start_epoch, t.epochs + 1):
-        first = start_step if epoch == start_epoch else 0
+    def run_all(self) -> None:
+        training_memory = PhasePeak().start()
+        for epoch in range(self.start_epoch, self.run.config.train.epochs + 1):
+            self._epoch(epoch)
+        self.bar.close()
+        training_memory.stop()
+        self.memory = training_memory.as_dict("training")
+
+    def _epoch(self, epoch: int) -> None:
+        run, method = self.run, self.run.method
+        first = self.start_step if epoch == self.start_epoch else 0
         if first == 0:
-            partial = _empty_partial()
-        snapshot.maybe_take(epoch - 1)
-        tick = time.perf_counter()
-        step_in_epoch = first
-        due = False
-        loader = method_batches(method, data, epoch, first, prefetch=t.prefetch, device=device)
+            self.partial = _empty_partial()
+        self.snapshot.maybe_take(epoch - 1)
+        self.tick = time.perf_counter()
+        self.step_in_epoch, due = first, False
+        loader = method_batches(method, run.data, epoch, first, prefetch=run.config.train.prefetch,
+                                device=run.runtime.device)
         try:
             with loader:  # leaving early (divergence, exit) stops the prefetch thread
                 for batch in loader:
-                    _maybe_poison(method, global_step + 1, poison_points)
-                    stats = method.training_step(batch)
-                    if step_delay:
-                        time.sleep(step_delay)
-                    for key, value in stats.items():
-                        partial["sums"][key] = partial["sums"].get(key, 0.0) + value
-                    partial["steps"] += 1
-                    step_in_epoch += 1
-                    global_step += 1
-                    anchors_done += stats.get("anchors", 0.0)
-                    bar.update(1)
-                    heartbeat.beat(global_step, epoch)
-                    if resumed is not None:
-                        heartbeat.resumed(resumed, global_step)
-                        resumed = None
-                    due = bool(every) and global_step % every == 0
-                    if due and step_in_epoch < steps_per_epoch:  # mid-epoch checkpoint
-                        now = time.perf_counter()
-                        partial["seconds"] += now - tick
-                        train_seconds += now - tick
-                        _checkpoint(runtime, method, config, global_step, epoch,
-                                    step_in_epoch, partial, records, loader.state)
-                        tick = time.perf_counter()
-                        _maybe_fail(out, runtime.rank, global_step, fail_points)
-                    elif step_in_epoch < steps_per_epoch:
-                        _maybe_fail(out, runtime.rank, global_step, fail_points)
+                    due = self._step(batch, epoch, loader.state)
         except TrainingDiverged as exc:
-            bar.close()
-            _diverged(runtime, method, snapshot, out, f"epoch {epoch}: {exc}")
-        elapsed = time.perf_counter() - tick
-        partial["seconds"] += elapsed
-        train_seconds += elapsed
-        steps = max(partial["steps"], 1)
-        means = {k: (v if k == "anchors" else v / steps) for k, v in partial["sums"].items()}
-        record = {"epoch": epoch, **runtime.all_reduce_sum(means), "seconds": partial["seconds"]}
-        records.append(record)
-        if metrics_path is not None and chief:
-            with metrics_path.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
-        bar.set_postfix(epoch=epoch, loss=f"{record['loss']:.4f}", refresh=False)
-        if due:  # the epoch's last step was a checkpoint step: save it with the epoch's record
-            _checkpoint(runtime, method, config, global_step, epoch, step_in_epoch,
-                        _empty_partial(), records, loader.state)
-        _maybe_fail(out, runtime.rank, global_step, fail_points)
-    bar.close()
-    training_memory.stop()
+            self.bar.close()
+            _diverged(run.runtime, method, self.snapshot, run.out, f"epoch {epoch}: {exc}")
+        self._end_epoch(epoch, due, loader.state)
 
+    def _step(self, batch: Any, epoch: int, batch_state: dict[str, Any] | None) -> bool:
+        """One training step and what follows it; True when it is a checkpoint step."""
+        run = self.run
+        _maybe_poison(run.method, self.global_step + 1, self.poison_points)
+        stats = run.method.training_step(batch)
+        if self.step_delay:
+            time.sleep(self.step_delay)
+        sums = self.partial["sums"]
+        for key, value in stats.items():
+            sums[key] = sums.get(key, 0.0) + value
+        self.partial["steps"] += 1
+        self.step_in_epoch += 1
+        self.global_step += 1
+        self.anchors_done += stats.get("anchors", 0.0)
+        self.bar.update(1)
+        self.heartbeat.beat(self.global_step, epoch)
+        if self.resumed is not None:
+            self.heartbeat.resumed(self.resumed, self.global_step)
+            self.resumed = None
+        due = bool(self.every) and self.global_step % self.every == 0
+        if self.step_in_epoch < self.steps_per_epoch:  # the epoch's last step: _end_epoch
+            if due:  # mid-epoch checkpoint
+                self._clock()
+                _checkpoint(run.runtime, run.method, run.config, self.global_step, epoch,
+                            self.step_in_epoch, self.partial, self.records, batch_state)
+                self.tick = time.perf_counter()
+            _maybe_fail(run.out, run.runtime.rank, self.global_step, self.fail_points)
+        return due
+
+    def _clock(self) -> None:
+        """Add the time since :attr:`tick` to the epoch's and the run's training seconds."""
+        elapsed = time.perf_counter() - self.tick
+        self.partial["seconds"] += elapsed
+        self.train_seconds += elapsed
+
+    def _end_epoch(self, epoch: int, due: bool, batch_state: dict[str, Any] | None) -> None:
+        """The epoch's record (means over its steps, summed over ranks), and its checkpoint
+        when its last step was a checkpoint step."""
+        run = self.run
+        self._clock()
+        steps = max(self.partial["steps"], 1)
+        means = {k: (v if k == "anchors" else v / steps)
+                 for k, v in self.partial["sums"].items()}
+        record = {"epoch": epoch, **run.runtime.all_reduce_sum(means),
+                  "seconds": self.partial["seconds"]}
+        self.records.append(record)
+        if self.metrics_path is not None:
+            with self.metrics_path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        self.bar.set_postfix(epoch=epoch, loss=f"{record['loss']:.4f}", refresh=False)
+        if due:
+            _checkpoint(run.runtime, run.method, run.config, self.global_step, epoch,
+                        self.step_in_epoch, _empty_partial(), self.records, batch_state)
+        _maybe_fail(run.out, run.runtime.rank, self.global_step, self.fail_points)
+
+
+def run_training(config: Config, out_dir: str | Path | None = None,
+                 runtime: Runtime | None = None) -> dict[str, Any]:
+    """Train ``config.method`` on ``config.data`` and evaluate; see the module docstring.
+
+    ``runtime`` is this process's place in the run (default: the single-process
+    :class:`~distgcl.runtime.Runtime` writing into ``out_dir``).
+    """
+    run = _setup(config, out_dir, runtime)
+    loop = _EpochLoop(run)
+    loop.run_all()
+    runtime = run.runtime
     info_by_rank = runtime.all_gather_object({
         "rank": runtime.rank, "pid": os.getpid(), "peak_rss_mb": peak_rss_mb(),
-        "train_seconds": train_seconds, "anchors": anchors_done,
-        "anchors_per_second": anchors_done / train_seconds if train_seconds > 0 else None})
-    result: dict[str, Any] = {}
-    if chief:
-        eval_start = time.perf_counter()
-        z, outputs = write_outputs(method, dataset, config, out, progress=t.progress)
-        metrics = evaluate(method, dataset, config, z)
-        eval_seconds = time.perf_counter() - eval_start
-        epoch_seconds = sum(r["seconds"] for r in records)
-        result = {
-            "method": config.method,
-            "dataset": dataset.name,
-            "seed": t.seed,
-            "config": config.to_dict(),
-            "metrics": metrics,
-            "timing": {"train_seconds": epoch_seconds,
-                       "seconds_per_epoch": epoch_seconds / max(len(records), 1),
-                       "prepare_seconds": prepare_seconds, "eval_seconds": eval_seconds,
-                       "steps_per_epoch": steps_per_epoch},
-            "memory": {"peak_rss_mb": peak_rss_mb(), **training_memory.as_dict("training"),
-                       "workers_peak_rss_mb": [r["peak_rss_mb"] for r in info_by_rank]},
-            "throughput": {"anchors_per_second_per_rank":
-                           [r["anchors_per_second"] for r in info_by_rank],
-                           "anchors_per_second": sum(r["anchors_per_second"] or 0.0
-                                                     for r in info_by_rank)},
-            "epochs_run": len(records),
-            "outputs": outputs,
-            **runtime.worker_info(),
-        }
-        result["health"] = report_health(z, metrics, dataset.num_classes)  # one line if bad
-        if hasattr(method, "describe"):  # method-specific statistics (E2Neg: centres, purity)
-            result["method_info"] = method.describe()
-        if out is not None:
-            atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
-            if records:
-                plot_curve(records, out / "training_curve.png",
-                           f"{config.method} on {dataset.name}")
+        "train_seconds": loop.train_seconds, "anchors": loop.anchors_done,
+        "anchors_per_second": (loop.anchors_done / loop.train_seconds
+                               if loop.train_seconds > 0 else None)})
+    result = _finish(run, loop, info_by_rank) if runtime.is_chief else {}
     runtime.barrier()
-    runtime.report({"epochs_run": len(records), "global_step": global_step,
+    records = loop.records
+    runtime.report({"epochs_run": len(records), "global_step": loop.global_step,
                     **({"loss": records[-1]["loss"]} if records else {})})
+    return result
+
+
+def _finish(run: _Run, loop: _EpochLoop, info_by_rank: list[dict[str, Any]]) -> dict[str, Any]:
+    """The chief's outputs, evaluation and ``result.json``."""
+    config, method, dataset, out = run.config, run.method, run.dataset, run.out
+    records = loop.records
+    eval_start = time.perf_counter()
+    z, outputs = write_outputs(method, dataset, config, out, progress=config.train.progress)
+    metrics = evaluate(method, dataset, config, z)
+    eval_seconds = time.perf_counter() - eval_start
+    epoch_seconds = sum(r["seconds"] for r in records)
+    result: dict[str, Any] = {
+        "method": config.method,
+        "dataset": dataset.name,
+        "seed": config.train.seed,
+        "config": config.to_dict(),
+        "metrics": metrics,
+        "timing": {"train_seconds": epoch_seconds,
+                   "seconds_per_epoch": epoch_seconds / max(len(records), 1),
+                   "prepare_seconds": run.prepare_seconds, "eval_seconds": eval_seconds,
+                   "steps_per_epoch": loop.steps_per_epoch},
+        "memory": {"peak_rss_mb": peak_rss_mb(), **loop.memory,
+                   "workers_peak_rss_mb": [r["peak_rss_mb"] for r in info_by_rank]},
+        "throughput": {"anchors_per_second_per_rank":
+                       [r["anchors_per_second"] for r in info_by_rank],
+                       "anchors_per_second": sum(r["anchors_per_second"] or 0.0
+                                                 for r in info_by_rank)},
+        "epochs_run": len(records),
+        "outputs": outputs,
+        **run.runtime.worker_info(),
+    }
+    result["health"] = report_health(z, metrics, dataset.num_classes)  # one line if bad
+    if hasattr(method, "describe"):  # method-specific statistics (E2Neg: centres, purity)
+        result["method_info"] = method.describe()
+    if out is not None:
+        atomic_write_text(out / "result.json", json.dumps(result, indent=2) + "\n")
+        if records:
+            plot_curve(records, out / "training_curve.png", f"{config.method} on {dataset.name}")
     return result
 
 

@@ -297,12 +297,14 @@ class NML(Method):
                         total=total or anchors.numel(), store_calls=store.calls - calls_before)
 
     # ------------------------------------------------------------------ loss and steps
-    def views(self, x: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor]:
-        """Encoder outputs of two independently augmented views :math:`(n, d)` each."""
+    def views(self, x: Tensor, edge_index: Tensor, targets: Tensor | None = None
+              ) -> tuple[Tensor, Tensor]:
+        """Encoder outputs of two independently augmented views, :math:`(n, d)` each, or only
+        the rows ``targets`` (the last layer computes just those rows)."""
         a, g = self.config.augment, self.augment_generator
         x1, e1 = augment_view(x, edge_index, a.edge_drop_1, a.feature_mask_1, generator=g)
         x2, e2 = augment_view(x, edge_index, a.edge_drop_2, a.feature_mask_2, generator=g)
-        return self.module("model")(x1, e1, x2, e2)
+        return self.module("model")(x1, e1, x2, e2, targets)
 
     def _alpha(self) -> float | None:
         if self.cfg.alpha_scale == "graph":
@@ -326,8 +328,10 @@ class NML(Method):
         self.train()
         if isinstance(batch, NMLBatch):
             batch = batch.to(self.work.device)
-            u, v = self.views(batch.x, batch.edge_index)
-            u, v = u[:batch.num_seeds], v[:batch.num_seeds]
+            # the loss reads the seeds' rows only (anchors and candidates): the last layer and
+            # the projection head compute just those, not the sampled neighbourhood's
+            seeds = torch.arange(batch.num_seeds, device=batch.x.device)
+            u, v = self.views(batch.x, batch.edge_index, seeds)
             anchor_ids, cand_ids = batch.anchor_ids, batch.candidate_ids
             total, count = batch.total, batch.anchor_ids.numel()
             extra: dict[str, float] = {"store_calls": float(batch.store_calls)}  # summed ranks
