@@ -9,6 +9,7 @@ Ray runs once for the module on 127.0.0.1; run it inside a private network names
 from __future__ import annotations
 
 import json
+import time
 import pickle
 
 import pytest
@@ -173,8 +174,12 @@ def test_job_shards_serve_the_store_and_the_spectral_step(ray_session, tmp_path)
         actors = handoff["actors"]
     finally:
         job.shutdown()
+    # ray.kill is asynchronous: a call right after shutdown may still be served
+    deadline = time.monotonic() + 60
     with pytest.raises(ray.exceptions.RayActorError):
-        ray.get(actors[0].pid.remote(), timeout=60)
+        while time.monotonic() < deadline:
+            ray.get(actors[0].pid.remote(), timeout=60)
+            time.sleep(0.2)
 
 
 NML_JOB = ["method=nml", "model.proj_dim=0", "model.out_dim=16", "model.hidden_dim=16",
