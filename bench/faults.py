@@ -109,7 +109,18 @@ class Cli:
         for line in self.proc.stdout:
             self.lines.append((time.monotonic(), line.rstrip("\n")))
 
-    def wait(self, timeout: float = TIMEOUT_S) -> int:
+    def wait(self, timeout: float = TIMEOUT_S, watch: Any = None) -> int:
+        """The exit code; ``watch`` (a function) runs on a thread meanwhile, joined after."""
+        watcher = threading.Thread(target=watch, daemon=True) if watch is not None else None
+        if watcher is not None:
+            watcher.start()
+        try:
+            return self._wait(timeout)
+        finally:
+            if watcher is not None:
+                watcher.join(timeout=5)
+
+    def _wait(self, timeout: float) -> int:
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -417,10 +428,7 @@ def row_shard_killed(bench: Bench) -> dict[str, Any]:
                 return
             time.sleep(0.02)
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    rc = cli.wait()
-    watcher.join(timeout=5)
+    rc = cli.wait(watch=watch)
     return make_row("shard_killed", "completed", cli, rc, fault_time,
                     compare(bench, "e2neg", name, rc), bench.run_dir(name),
                     killed_pid=victim, killed_process_title=title,
@@ -442,10 +450,7 @@ def row_nan_one_rank(bench: Bench) -> dict[str, Any]:
                 pass
             time.sleep(0.02)
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    rc = cli.wait()
-    watcher.join(timeout=5)
+    rc = cli.wait(watch=watch)
     times = [t for t in (seen.get("t"), cli.first_line_time(
         "DISTGCL_NAN_AT: parameters set to NaN")) if t is not None]
     fault_time = min(times) if times else None

@@ -39,6 +39,7 @@ shard needs nothing else to apply its rows of
 """
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import os
@@ -46,7 +47,7 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -330,8 +331,16 @@ def partition_graph(edge_index: EdgeIndex, num_nodes: int, num_shards: int,
         raise ValueError(f"x has {x.size(0)} rows, expected N = {n}")
     if y is not None and y.size(0) != n:
         raise ValueError(f"y has {y.size(0)} rows, expected N = {n}")
-    root = Path(root)
     key = partition_key(edge_index, n, num_shards, x=x, y=y, order=order, seed=seed)
+    return _cached_partition(Path(root), num_shards, key, lambda tmp: _write_partition(
+        tmp, edge_index, n, num_shards, x, y, order, seed, key, progress))
+
+
+def _cached_partition(root: Path, num_shards: int, key: str,
+                      write: Callable[[Path], None]) -> Manifest:
+    """The partition ``root/p{P}-{key}``: loaded when it exists, else ``write`` fills a fresh
+    temporary directory that is renamed into place (atomic: the directory appears complete or
+    not at all; a concurrent writer that won keeps its copy)."""
     final = root / f"p{num_shards}-{key[:20]}"
     if (final / "manifest.json").is_file():
         return load_manifest(final)
@@ -339,9 +348,9 @@ def partition_graph(edge_index: EdgeIndex, num_nodes: int, num_shards: int,
     tmp = root / f".tmp-{key[:20]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        _write_partition(tmp, edge_index, n, num_shards, x, y, order, seed, key, progress)
+        write(tmp)
         try:
-            os.replace(tmp, final)  # atomic: the directory appears complete or not at all
+            os.replace(tmp, final)
         except OSError:
             if not (final / "manifest.json").is_file():
                 raise
@@ -476,7 +485,7 @@ def _write_partition(out: Path, edge_index: EdgeIndex, n: int, num_shards: int,
 
 # ----------------------------------------------------------------------------- streaming
 
-class GraphSource:
+class GraphSource(abc.ABC):
     """Where :func:`stream_partition` reads a graph from, in chunks: the node count, then
     edges, feature rows and label rows in input order (never all at once).
 
@@ -487,8 +496,9 @@ class GraphSource:
 
     num_nodes: int
 
+    @abc.abstractmethod
     def edges(self, chunk: int) -> Any:
-        raise NotImplementedError
+        """``(2, k)`` int64 edge chunks of at most ``chunk`` columns, in input order."""
 
     def features(self, chunk: int) -> Any:
         return iter(())
@@ -496,8 +506,9 @@ class GraphSource:
     def labels(self, chunk: int) -> Any:
         return iter(())
 
+    @abc.abstractmethod
     def fingerprint(self) -> str:
-        raise NotImplementedError
+        """What names the input (files, sizes, times): the partition's cache key."""
 
 
 def _file_stamp(path: Path) -> str:
@@ -694,25 +705,8 @@ def stream_partition(source: GraphSource, num_shards: int, root: str | Path, *,
     digest.update(f"stream:v{FORMAT_VERSION}:{source.fingerprint()}:{n}:{num_shards}:{order}:"
                   f"{seed}".encode())
     key = digest.hexdigest()
-    root = Path(root)
-    final = root / f"p{num_shards}-{key[:20]}"
-    if (final / "manifest.json").is_file():
-        return load_manifest(final)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{key[:20]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        _StreamWriter(tmp, source, n, num_shards, order, seed, key, chunk, progress).run()
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not (final / "manifest.json").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-        return load_manifest(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return _cached_partition(Path(root), num_shards, key, lambda tmp: _StreamWriter(
+        tmp, source, n, num_shards, order, seed, key, chunk, progress).run())
 
 
 class _StreamWriter:

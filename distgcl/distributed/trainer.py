@@ -345,8 +345,11 @@ WORKER_NOISE = re.compile(
 
 def _split_noise(lines: list[str]) -> tuple[list[str], list[str]]:
     """``lines`` as (for the console, for the log file) by :data:`WORKER_NOISE`."""
-    noise = [line for line in lines if WORKER_NOISE.search(line)]
-    return [line for line in lines if not WORKER_NOISE.search(line)], noise
+    keep: list[str] = []
+    noise: list[str] = []
+    for line in lines:
+        (noise if WORKER_NOISE.search(line) else keep).append(line)
+    return keep, noise
 
 
 def route_worker_output(path: Path | None) -> None:
