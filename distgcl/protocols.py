@@ -142,7 +142,7 @@ def train_test_split(num_nodes: int, seed: int, train_ratio: float = 0.1) -> Spl
 
 def protocol_splits(protocol: Protocol, dataset: GraphDataset, seeds: list[int]) -> list[SplitMasks]:
     """The split of every probe seed under ``protocol``'s split rule."""
-    n = dataset.data.num_nodes
+    n = dataset.num_nodes
     rule = protocol.split
     if rule == "fixed-else-pygcl":
         rule = "dataset" if dataset.fixed_split else "pygcl"

@@ -77,10 +77,14 @@ class GraphServices:
     (features, labels, sampled subgraphs, induced edges in original ids), e.g. a
     :class:`~distgcl.store.ShardedGraphStore` over the job's graph-shard actors; none: the
     method wraps its ``Data`` in a :class:`~distgcl.store.LocalGraphStore`.
+
+    ``dataset_info``: with a ``store``, the :class:`~distgcl.data.DatasetInfo` of its graph (name,
+    sizes, split), so that the worker need not load the dataset.
     """
 
     eigensolver: Callable[..., Any] | None = None
     store: Any = None
+    dataset_info: Any = None
 
 
 @dataclass(frozen=True)

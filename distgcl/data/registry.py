@@ -46,6 +46,10 @@ class GraphDataset:
     def fixed_split(self) -> bool:
         return self.split not in ("random", "none")
 
+    @property
+    def num_nodes(self) -> int:
+        return int(self.data.num_nodes)
+
     def split_masks(self, seed: int) -> SplitMasks:
         """The split for probe run ``seed``: the fixed one, or a seeded random 1:1:8 split."""
         if not self.has_labels:
@@ -53,6 +57,50 @@ class GraphDataset:
         if self.fixed_split:
             return SplitMasks(self.data.train_mask, self.data.val_mask, self.data.test_mask)
         return random_split(self.data.num_nodes, seed)
+
+    def info(self) -> "DatasetInfo":
+        """What evaluation needs of this dataset without its graph (:class:`DatasetInfo`)."""
+        fixed = self.fixed_split and self.has_labels
+        return DatasetInfo(
+            name=self.name, num_nodes=self.num_nodes, num_features=int(self.data.num_features),
+            num_classes=int(self.num_classes), multilabel=bool(self.multilabel),
+            split=self.split, has_labels=self.has_labels,
+            fixed_masks=(SplitMasks(self.data.train_mask.cpu(), self.data.val_mask.cpu(),
+                                    self.data.test_mask.cpu()) if fixed else None))
+
+
+@dataclass
+class DatasetInfo:
+    """A dataset without its graph: sizes, label kind and split, as :class:`GraphDataset`
+    answers them. What a training worker holds when the graph lives in shard actors (the
+    features, labels and edges come from a :class:`~distgcl.store.BaseGraphStore`); the job's
+    driver builds it (from the raw files, or :meth:`GraphDataset.info`) and hands it over.
+    :math:`O(N)` booleans at most (the fixed masks)."""
+
+    name: str
+    num_nodes: int
+    num_features: int
+    num_classes: int
+    multilabel: bool = False
+    split: str = "random"
+    has_labels: bool = True
+    fixed_masks: SplitMasks | None = None
+    """The fixed split's ``[N]`` boolean masks (``public`` / ``species`` / ... splits)."""
+
+    @property
+    def fixed_split(self) -> bool:
+        return self.split not in ("random", "none")
+
+    def split_masks(self, seed: int) -> SplitMasks:
+        """As :meth:`GraphDataset.split_masks`."""
+        if not self.has_labels:
+            raise ValueError(f"dataset {self.name!r} has no labels: there is no split to draw")
+        if self.fixed_split:
+            if self.fixed_masks is None:
+                raise ValueError(f"dataset {self.name!r}: fixed split {self.split!r} without "
+                                 f"its masks")
+            return self.fixed_masks
+        return random_split(self.num_nodes, seed)
 
 
 @dataclass(frozen=True)

@@ -177,6 +177,7 @@ class JobShards:
                                    cache_root / "partitions", x=data.x,
                                    y=getattr(data, "y", None), seed=config.train.seed)
         num_classes, multilabel = int(dataset.num_classes), bool(dataset.multilabel)
+        info = dataset.info()
         del data, dataset
         operator = config.method in OPERATOR_METHODS
         dtype = getattr(config.section(config.method), "spectral_dtype", "float64") \
@@ -190,7 +191,8 @@ class JobShards:
             "num_features": manifest.num_features, "num_classes": num_classes,
             "multilabel": multilabel, "manifest_path": str(manifest.path), "dtype": dtype,
             "serve": serve, "num_nodes": manifest.num_nodes, "nnz": manifest.nnz,
-            "num_components": manifest.num_components, "timeout": timeout})
+            "num_components": manifest.num_components, "timeout": timeout,
+            "dataset_info": info})
 
     def handoff(self) -> dict[str, Any]:
         return dict(self.handoff_info)
@@ -215,7 +217,7 @@ def graph_services_from_handoff(handoff: dict[str, Any] | None, num_shards: int,
                               h["multilabel"], timeout=min(float(h["timeout"]), 120.0),
                               manifest_path=h["manifest_path"])
     return GraphServices(eigensolver=ShardedEigensolver(root, num_shards, attached=h),
-                         store=store)
+                         store=store, dataset_info=h.get("dataset_info"))
 
 
 __all__ = ["AttachedShards", "JobShards", "OPERATOR_METHODS", "ShardedEigensolver",
