@@ -74,6 +74,12 @@ class Method(nn.Module, abc.ABC):
     their states after each prefetched batch are what a checkpoint saves
     (:meth:`batch_state`)."""
 
+    def can_train_from_store(self) -> bool:
+        """Whether this method, as configured, trains with ``data=None`` from the trainer's
+        graph store (``work.services.store``) alone: :meth:`prepare`, :meth:`batches` and the
+        step then never touch a ``Data``. The trainer's workers then never load the graph."""
+        return False
+
     def __init__(self, config: Config, info: GraphInfo, work: Work | None = None) -> None:
         super().__init__()
         self.config = config

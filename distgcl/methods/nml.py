@@ -189,6 +189,9 @@ class NML(Method):
     # make_batch draws from these two only (uniform_negatives, CSRNeighborSampler.sample)
     batch_generators = ("negatives_generator", "sampling_generator")
 
+    def can_train_from_store(self) -> bool:
+        return self.cfg.mode == "minibatch"  # full batch needs the whole graph's edges
+
     def __init__(self, config: Config, info: GraphInfo, work: Work | None = None) -> None:
         super().__init__(config, info, work)
         self.cfg: NMLConfig = config.section("nml")
