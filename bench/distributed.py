@@ -2,6 +2,7 @@
 
     unshare -n sh -c 'ip link set lo up; DISTGCL_DATA=../shared/data python bench/distributed.py'
         [--methods nml,grace,grace-parts] [--nml-epochs 3] [--grace-epochs 40] [--no-kill]
+        [--prefetch on|off|both]
 
 PubMed, NML-GCL mini-batch (B = K = 1024, fan-out [10, 10]), GRACE with K = 1024 sampled
 negatives and GRACE on random parts (``--methods grace-parts``: 20 parts an epoch, all negatives
@@ -18,6 +19,12 @@ the first third of the run; reported are the seconds from the kill to the first 
 run's ``resumes.jsonl``), the steps redone (the step the chief had reached, from its
 ``progress.json`` heartbeat, minus the checkpoint it resumed from), and whether the final numbers
 equal the uninterrupted 2-worker run's (same seed, same worker count).
+
+``--prefetch on|off|both``: the next batch sampled on a background thread (``train.prefetch``,
+the default) or on the step's thread. On this 2-core machine the thread gives the single-process
+and 1-worker rows the second core for sampling, which 2 workers (one core each) cannot have:
+``both`` measures the two settings side by side, each row's ratios against the rows of its own
+setting.
 
 Every row runs in its own process (``distgcl train``; Ray rows start their own local Ray), so its
 memory figures are its own.
@@ -138,6 +145,46 @@ def _full_batch_equivalence(epochs: int, threads: int) -> dict[str, Any]:
             "loss_first_epoch": round(losses["single-process"][0], 6)}
 
 
+def _method_rows(method: str, args: argparse.Namespace, prefetch: bool) -> list[dict[str, Any]]:
+    """The single-process, 1-worker and 2-worker rows of ``method`` (and NML's kill row), with
+    the ratios against the rows of the same ``prefetch`` setting."""
+    config, _ = METHODS[method]
+    epochs = args.nml_epochs if method == "nml" else args.grace_epochs
+    # NML: once an epoch (20 steps); GRACE: 10 epochs (parts: 10 epochs of one worker)
+    every = {"nml": 20, "grace": 10, "grace-parts": 10 * GRACE_PARTS}[method]
+    base = [*_overrides(method, epochs, args.threads, every), f"train.prefetch={prefetch}"]
+    by_variant: dict[str, dict[str, Any]] = {}
+    for variant, workers, extra in (("single-process", 1, []),
+                                    ("workers=1", 1, ["dist.num_workers=1"]),
+                                    ("workers=2", 2, ["dist.num_workers=2"])):
+        out = _fresh(WORK / "distributed" / f"{method}-{variant}")
+        print(f"[distributed] {method} {variant} prefetch={prefetch} ...", flush=True)
+        result = run_distgcl(config, [*base, *extra], out)
+        row = _row(result, variant, workers)
+        row["prefetch"] = prefetch
+        row["run_dir"] = str(out)
+        row["accuracy_raw"] = result["metrics"]["accuracy_mean"]
+        by_variant[variant] = row
+    one, two, single = by_variant["workers=1"], by_variant["workers=2"], \
+        by_variant["single-process"]
+    for row in by_variant.values():
+        row["throughput_ratio_vs_1_worker"] = round(
+            row["anchors_per_second"] / one["anchors_per_second"], 3)
+        row["overhead_vs_single_process"] = round(
+            row["seconds_per_epoch"] / single["seconds_per_epoch"], 3)
+        row["accuracy_gap_vs_1_worker"] = round(row["accuracy_mean"] - one["accuracy_mean"], 2)
+    if method == "nml" and not args.no_kill and prefetch:
+        print("[distributed] nml kill-and-resume ...", flush=True)
+        kill = _kill_and_resume(method, epochs, args.threads, 5, two)
+    for row in by_variant.values():
+        row.pop("run_dir")
+        row.pop("accuracy_raw")
+    rows = list(by_variant.values())
+    if method == "nml" and not args.no_kill and prefetch:
+        rows.append(kill)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--methods", default="nml,grace")
@@ -145,50 +192,23 @@ def main() -> None:
     parser.add_argument("--grace-epochs", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-kill", action="store_true")
+    parser.add_argument("--prefetch", choices=("on", "off", "both"), default="on",
+                        help="train.prefetch of every row (both: each row twice)")
     parser.add_argument("--note", default="", help="text appended to the file's notes")
     args = parser.parse_args()
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
     rows: list[dict[str, Any]] = []
+    prefetches = {"on": [True], "off": [False], "both": [True, False]}[args.prefetch]
     for method in args.methods.split(","):
-        config, _ = METHODS[method]
-        epochs = args.nml_epochs if method == "nml" else args.grace_epochs
-        # NML: once an epoch (20 steps); GRACE: 10 epochs (parts: 10 epochs of one worker)
-        every = {"nml": 20, "grace": 10, "grace-parts": 10 * GRACE_PARTS}[method]
-        base = _overrides(method, epochs, args.threads, every)
-        by_variant: dict[str, dict[str, Any]] = {}
-        for variant, workers, extra in (("single-process", 1, []),
-                                        ("workers=1", 1, ["dist.num_workers=1"]),
-                                        ("workers=2", 2, ["dist.num_workers=2"])):
-            out = _fresh(WORK / "distributed" / f"{method}-{variant}")
-            print(f"[distributed] {method} {variant} ...", flush=True)
-            result = run_distgcl(config, [*base, *extra], out)
-            row = _row(result, variant, workers)
-            row["run_dir"] = str(out)
-            row["accuracy_raw"] = result["metrics"]["accuracy_mean"]
-            by_variant[variant] = row
-        one, two, single = by_variant["workers=1"], by_variant["workers=2"], \
-            by_variant["single-process"]
-        for row in by_variant.values():
-            row["throughput_ratio_vs_1_worker"] = round(
-                row["anchors_per_second"] / one["anchors_per_second"], 3)
-            row["overhead_vs_single_process"] = round(
-                row["seconds_per_epoch"] / single["seconds_per_epoch"], 3)
-            row["accuracy_gap_vs_1_worker"] = round(row["accuracy_mean"] - one["accuracy_mean"], 2)
-        if method == "nml" and not args.no_kill:
-            print("[distributed] nml kill-and-resume ...", flush=True)
-            kill = _kill_and_resume(method, epochs, args.threads, 5, two)
-        for row in by_variant.values():
-            row.pop("run_dir")
-            row.pop("accuracy_raw")
-        rows += by_variant.values()
-        if method == "nml" and not args.no_kill:
-            rows.append(kill)
+        for prefetch in prefetches:
+            rows += _method_rows(method, args, prefetch)
     rows.append(_full_batch_equivalence(20, args.threads))
     notes = (f"PubMed public split; {args.threads} torch thread(s) per process; epochs: NML "
              f"{args.nml_epochs}, GRACE {args.grace_epochs} (far below the papers' 150/1500: a "
              "cost comparison at equal epochs, the accuracy is early-training); checkpoints every "
              "epoch (NML, 20 steps) / 10 epochs (GRACE) in every variant; kill-and-resume: "
-             "checkpoints every 5 steps. No GPU here: the --use-gpu rows are not measured.")
+             f"checkpoints every 5 steps; prefetch: {args.prefetch}. No GPU here: the --use-gpu "
+             "rows are not measured.")
     write_results("distributed", rows, f"{notes} {args.note}".strip())
 
 
