@@ -152,7 +152,8 @@ def _method_rows(method: str, args: argparse.Namespace, prefetch: bool) -> list[
     epochs = args.nml_epochs if method == "nml" else args.grace_epochs
     # NML: once an epoch (20 steps); GRACE: 10 epochs (parts: 10 epochs of one worker)
     every = {"nml": 20, "grace": 10, "grace-parts": 10 * GRACE_PARTS}[method]
-    base = [*_overrides(method, epochs, args.threads, every), f"train.prefetch={str(prefetch).lower()}"]
+    base = [*_overrides(method, epochs, args.threads, every),
+            f"train.prefetch={str(prefetch).lower()}"]
     by_variant: dict[str, dict[str, Any]] = {}
     for variant, workers, extra in (("single-process", 1, []),
                                     ("workers=1", 1, ["dist.num_workers=1"]),
