@@ -1,5 +1,5 @@
 """Command line: ``distgcl train CONFIG [--set KEY=VALUE ...] [--out DIR] [--use-gpu]
-[--num-workers N [--run-name NAME] [--storage PATH] [--verbose]]``, ``distgcl embed RUN_DIR
+[--num-workers N [--run-name NAME] [--storage PATH] [--verbose]] [--seeds S,S,...]``, ``distgcl embed RUN_DIR
 [--graph PATH] [--out FILE]``, ``distgcl datasets`` and ``distgcl generate proteins --scale S
 --out DIR [--seed N]``.
 
@@ -8,6 +8,7 @@ Examples::
     distgcl train configs/quickstart.yaml
     distgcl train configs/cora_grace.yaml --set train.epochs=50 --set train.seed=1 --out runs/cora
     distgcl train configs/quickstart.yaml --num-workers 2 --run-name qs --storage runs
+    distgcl train configs/cora_grace.yaml --seeds 0,1,2 --out runs/cora-seeds
     distgcl embed runs/cora --graph new_graph.pt --out new_graph_embeddings.npy
     DISTGCL_DATA=../shared/data distgcl datasets
     distgcl generate proteins --scale 1/16 --out data/proteins-16   # then data.root=data/proteins-16
@@ -17,6 +18,13 @@ holds the same settings plus ``max_failures``, ``checkpoint_every``, ...); the r
 ``STORAGE/NAME`` and starting the same command again resumes it. Ray's own log lines go to
 ``STORAGE/NAME/ray.log`` (``--verbose``: to the console too). ``--use-gpu`` without
 ``--num-workers`` trains single-process on the GPU.
+
+``--seeds 0,1,2`` trains the same config once per training seed (``train.seed``), each a normal
+run in ``OUT/seed-S/`` (with ``--num-workers``: ``STORAGE/NAME/seed-S/``), and writes the mean
+and std over the training seeds to ``OUT/seeds.json`` (:mod:`distgcl.seeds`) after every seed;
+the probe's own ``± std`` is only over the probe seeds of one run (none at all on a fixed split
+with the L-BFGS probe). A rerun skips the seeds whose ``result.json`` holds the same config; a
+seed that fails is recorded, the others still run (exit code 1 at the end).
 
 Bad input (unknown key, wrong type, out-of-range value, unknown dataset, missing files) prints one
 line on stderr and exits with code 2, as do workers the machine or cluster cannot hold. A
@@ -56,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--storage", default=None, metavar="PATH",
                        help="storage path of distributed runs, shared on a cluster "
                             "(dist.storage_path)")
+    train.add_argument("--seeds", default=None, metavar="S,S,...",
+                       help="one run per training seed (train.seed), e.g. 0,1,2: at least two "
+                            "distinct seeds >= 0; each in OUT/seed-S/, mean and std over the "
+                            "training seeds in OUT/seeds.json (a rerun skips the seeds whose "
+                            "result.json holds the same config)")
     train.add_argument("--verbose", action="store_true",
                        help="with --num-workers: Ray's log lines on the console too (always in "
                             "the run directory's ray.log)")
@@ -93,11 +106,36 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
     return code
 
 
+class _RunFailed(Exception):
+    """A run that did not finish: a one-line message and the exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from distgcl.seeds import parse_seeds
+
+    try:
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    except ValueError as exc:
+        return _fail(str(exc))
+    try:
+        config = _train_config(args)
+        if seeds is not None:
+            return _train_seeds(config, seeds, args.out, args.verbose)
+        result, where = _train_one(config, args.out, args.verbose)
+    except _RunFailed as exc:
+        return _fail(str(exc), exc.code)
+    _print_result(result, where)
+    return 0
+
+
+def _train_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The config file with its ``--set`` overrides and the ``dist:`` flags, validated."""
+    import distgcl.methods  # noqa: F401 - registers the methods' config sections (grace: ...)
     from distgcl.config import ConfigError, load_config
-    from distgcl.data import DatasetError
-    from distgcl.methods import TrainingDiverged
-    from distgcl.train import run_training
 
     flags = {"num_workers": args.num_workers, "use_gpu": args.use_gpu,
              "run_name": args.run_name, "storage_path": args.storage}
@@ -108,30 +146,45 @@ def cmd_train(args: argparse.Namespace) -> int:
                                           **{k: v for k, v in flags.items() if v is not None})
         config.validate()
     except ConfigError as exc:
-        return _fail(str(exc))
-    if config.dist.num_workers is not None:
-        return _train_distributed(config, args.out, args.verbose)
-    if config.dist.use_gpu:
+        raise _RunFailed(str(exc)) from None
+    if config.dist.num_workers is None and config.dist.use_gpu:
         import torch
 
         if not torch.cuda.is_available():
-            return _fail("--use-gpu (dist.use_gpu): no GPU here (torch.cuda.is_available() is "
-                         "False); train on the CPU without it")
+            raise _RunFailed("--use-gpu (dist.use_gpu): no GPU here (torch.cuda.is_available() "
+                             "is False); train on the CPU without it")
         config.train.device = "cuda"
-    out = args.out or (f"runs/{config.method}-{config.data.name}-"
-                       f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    return config
+
+
+def _train_one(config, out: str | None,  # type: ignore[no-untyped-def]
+               verbose: bool = False) -> tuple[dict, str]:
+    """One training run, single-process or on ``dist.num_workers`` Ray Train workers:
+    ``(result, path of its result.json)``; raises :class:`_RunFailed`."""
+    if config.dist.num_workers is not None:
+        return _train_distributed(config, out, verbose)
+    from distgcl.config import ConfigError
+    from distgcl.data import DatasetError
+    from distgcl.methods import TrainingDiverged
+    from distgcl.train import run_training
+
+    out = out or _default_out(config)
     try:
         result = run_training(config, out)
     except (ConfigError, DatasetError) as exc:
-        return _fail(str(exc))
+        raise _RunFailed(str(exc)) from None
     except TrainingDiverged as exc:
-        return _fail(f"training diverged: {exc}", EXIT_FAILED)
-    _print_result(result, f"{out}/result.json")
-    return 0
+        raise _RunFailed(f"training diverged: {exc}", EXIT_FAILED) from None
+    return result, f"{out}/result.json"
+
+
+def _default_out(config) -> str:  # type: ignore[no-untyped-def]
+    return (f"runs/{config.method}-{config.data.name}-"
+            f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
 
 
 def _train_distributed(config, out: str | None,  # type: ignore[no-untyped-def]
-                       verbose: bool = False) -> int:
+                       verbose: bool = False) -> tuple[dict, str]:
     from distgcl.config import ConfigError
     from distgcl.data import DatasetError, missing_files
     from distgcl.data.registry import SPECS, default_root
@@ -142,10 +195,10 @@ def _train_distributed(config, out: str | None,  # type: ignore[no-untyped-def]
         try:
             missing = missing_files(config.data.name, root)
         except DatasetError as exc:
-            return _fail(str(exc))
+            raise _RunFailed(str(exc)) from None
         if missing:  # checked on the driver: one line instead of N failing workers
-            return _fail(f"dataset {config.data.name!r}: {len(missing)} file(s) missing under "
-                         f"{missing[0].parent}: {missing[0].name} ...")
+            raise _RunFailed(f"dataset {config.data.name!r}: {len(missing)} file(s) missing "
+                             f"under {missing[0].parent}: {missing[0].name} ...")
     from distgcl.distributed.trainer import (DistributedTrainingFailed, InfeasibleRequest,
                                              train_distributed)
     from distgcl.methods import TrainingDiverged
@@ -153,14 +206,73 @@ def _train_distributed(config, out: str | None,  # type: ignore[no-untyped-def]
     try:
         result = train_distributed(config, out, verbose=verbose)
     except (ConfigError, DatasetError, InfeasibleRequest) as exc:
-        return _fail(str(exc))
+        raise _RunFailed(str(exc)) from None
     except TrainingDiverged as exc:
-        return _fail(f"training diverged: {exc}", EXIT_FAILED)
+        raise _RunFailed(f"training diverged: {exc}", EXIT_FAILED) from None
     except DistributedTrainingFailed as exc:
-        return _fail(f"distributed training failed: {exc} (run directory {exc.run_dir})",
-                     EXIT_FAILED)
-    _print_result(result, f"{result['run_dir']}/result.json")
-    return 0
+        raise _RunFailed(f"distributed training failed: {exc} (run directory {exc.run_dir})",
+                         EXIT_FAILED) from None
+    return result, f"{result['run_dir']}/result.json"
+
+
+def _seeds_base(config, out: str | None) -> Path:  # type: ignore[no-untyped-def]
+    """The folder of a ``--seeds`` run: ``--out`` (single-process default:
+    ``runs/<method>-<dataset>-<time>``), or the distributed run directory
+    (``STORAGE/NAME``); training seed S goes to its ``seed-S/``."""
+    if config.dist.num_workers is None:
+        return Path(out or _default_out(config))
+    from distgcl.distributed.trainer import resolve_run_dir
+
+    storage, name = resolve_run_dir(config, out)
+    return storage / name
+
+
+def _seed_config(config, seed: int):  # type: ignore[no-untyped-def]
+    """``config`` with ``train.seed = seed``; its run directory is given as ``--out``
+    (``seed-S/`` of the base), so the ``dist:`` run name and storage are cleared."""
+    return dataclasses.replace(
+        config, train=dataclasses.replace(config.train, seed=seed),
+        dist=dataclasses.replace(config.dist, run_name=None, storage_path=None))
+
+
+def _train_seeds(config, seeds: list[int], out: str | None,  # type: ignore[no-untyped-def]
+                 verbose: bool) -> int:
+    """``--seeds``: one normal run per training seed, ``seeds.json`` rewritten after each. A
+    seed that fails (exit 1) is recorded and the next one runs; bad input stops at once."""
+    from distgcl.seeds import SeedRuns
+
+    runs = SeedRuns(_seeds_base(config, out), seeds)
+    code = 0
+    for i, seed in enumerate(seeds, 1):
+        try:
+            _train_seed(runs, _seed_config(config, seed), f"seed {seed} ({i}/{len(seeds)})",
+                        verbose)
+        except _RunFailed as exc:
+            if exc.code == EXIT_BAD_INPUT:  # the same input fails every seed
+                raise
+            code = _fail(f"training seed {seed}: {exc}", exc.code)
+            runs.fail(seed, str(exc))
+    print(runs.line())
+    print(f"per-seed metrics, mean and std over training seeds: {runs.path}")
+    return code
+
+
+def _train_seed(runs, config, label: str, verbose: bool) -> None:  # type: ignore[no-untyped-def]
+    """One training seed of a ``--seeds`` run, skipped where its ``result.json`` already holds
+    this config."""
+    from distgcl.seeds import finished_result, seed_dir
+
+    seed = config.train.seed
+    out = seed_dir(runs.base, seed)
+    result, why = finished_result(out, config.to_dict())
+    if result is not None:
+        print(f"{label}: {why}")
+        runs.add(seed, result)
+        return
+    print(f"{label}: training in {out}" + ("" if why.startswith("no ") else f" ({why})"))
+    result, where = _train_one(config, str(out), verbose)
+    _print_result(result, where)
+    runs.add(seed, result)
 
 
 def probe_score_text(mean: float, std: float, per_seed: list[float] | None) -> str:

@@ -154,8 +154,8 @@ def test_cli_flag_set_is_pinned() -> None:
     sub = next(a for a in parser._actions if a.dest == "command")
     flags = {name: sorted(o for a in p._actions for o in a.option_strings)
              for name, p in sub.choices.items()}
-    assert flags == {"train": ["--help", "--num-workers", "--out", "--run-name", "--set",
-                               "--storage", "--use-gpu", "--verbose", "-h"],
+    assert flags == {"train": ["--help", "--num-workers", "--out", "--run-name", "--seeds",
+                               "--set", "--storage", "--use-gpu", "--verbose", "-h"],
                      "embed": ["--graph", "--help", "--out", "-h"],
                      "datasets": ["--help", "--root", "-h"],
                      "generate": ["--help", "--out", "--scale", "--seed", "-h"],
