@@ -313,17 +313,33 @@ def load_dataset(name: str, root: str | Path | None = None, *, cache: str | Path
                 num_nodes=data.num_nodes,
                 **{k: getattr(data, k) for k in ("train_mask", "val_mask", "test_mask")
                    if getattr(data, k, None) is not None})
-    if log_features:
-        if bool((data.x < 0).any()):
-            raise DatasetError(f"dataset {name!r}: data.log_features needs non-negative "
-                               f"features (min {float(data.x.min()):.3g})")
-        data.x = torch.log1p(data.x)
-    if standardize_features:
-        # zero mean, unit variance per column over this graph's nodes (constant columns -> 0)
-        data.x = (data.x - data.x.mean(0)) / data.x.std(0).clamp_min(1e-6)
-    if normalize_features:
-        data.x = normalize_rows(data.x)
+    data.x = preprocess_features(data.x, name, log=log_features,
+                                 standardize=standardize_features, normalize=normalize_features)
     return GraphDataset(name, data, num_classes, multilabel, split)
+
+
+def preprocess_features(x: torch.Tensor, name: str, *, log: bool = False,
+                        standardize: bool = False, normalize: bool = False) -> torch.Tensor:
+    r"""The ``data.*_features`` options on float features ``x`` :math:`(N, F)`, in this order:
+    :math:`\log(1 + x)` (``log``), per-column :math:`(x - \mu) / \max(\sigma, 10^{-6})` over the
+    :math:`N` rows (``standardize``), :func:`normalize_rows` (``normalize``). One function for
+    :func:`load_dataset` and the streamed partition (:mod:`distgcl.data.sources`), so both hold
+    the same feature rows.
+
+    Raises:
+        DatasetError: ``log`` on a negative feature.
+    """
+    if log:
+        if bool((x < 0).any()):
+            raise DatasetError(f"dataset {name!r}: data.log_features needs non-negative "
+                               f"features (min {float(x.min()):.3g})")
+        x = torch.log1p(x)
+    if standardize:
+        # zero mean, unit variance per column over this graph's nodes (constant columns -> 0)
+        x = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
+    if normalize:
+        x = normalize_rows(x)
+    return x
 
 
 def normalize_rows(x: torch.Tensor) -> torch.Tensor:

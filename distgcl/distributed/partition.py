@@ -538,54 +538,95 @@ class CsvGraphSource(GraphSource):
             chunk (ogbn-arxiv is stored one way; ogb's loader symmetrizes it with
             ``to_undirected``, which also sorts and merges, so edge ids differ from that
             loader's) (default: :obj:`False`).
-        edge_features (str, optional): ``none`` or ``sum+mean``: node features from
-            ``edge-feat.csv.gz`` as :func:`~distgcl.data.ogb.proteins_node_features`
-            (ogbn-proteins; the sums are a float32 :math:`(N, F_e)` accumulator, the one
-            :math:`O(N)`-row array of the pass) (default: ``none``).
+        edge_features (str, optional): ``none``, or one of
+            :data:`~distgcl.data.ogb.PROTEINS_NODE_FEATURES` (``sum``, ``mean``, ``sum+mean``,
+            ``sum+mean+species``): node features from ``edge-feat.csv.gz`` (and
+            ``node_species.csv.gz``) as :func:`~distgcl.data.ogb.proteins_node_features`
+            over the edges this source emits (ogbn-proteins; the sums are a float32
+            :math:`(N, F_e)` accumulator, the one :math:`O(N)`-row array of the pass)
+            (default: ``none``).
+        add_inverse (bool, optional): ogb's ``add_inverse_edge``: every row :math:`(s, d)`
+            becomes :math:`(s, d), (d, s)` in place (interleaved, edge ids :math:`2k, 2k+1`,
+            each with row :math:`k`'s edge features), exactly the ``edge_index`` of ogb's
+            loader for ogbn-proteins and ogbn-products (default: :obj:`False`).
+        label_dtype (str, optional): cast the labels to this numpy dtype (ogbn-proteins'
+            loader makes its 0/1 task labels float32) (default: as parsed).
     """
 
     def __init__(self, root: str | Path, add_reverse: bool = False,
-                 edge_features: str = "none") -> None:
+                 edge_features: str = "none", add_inverse: bool = False,
+                 label_dtype: str | None = None) -> None:
+        from distgcl.data.ogb import PROTEINS_NODE_FEATURES
+
         root = Path(root)
         self.raw = root if (root / "edge.csv.gz").is_file() else root / "raw"
         for name in ("edge.csv.gz", "num-node-list.csv.gz"):
             if not (self.raw / name).is_file():
                 raise FileNotFoundError(f"{self.raw / name} does not exist (an OGB raw folder "
                                         f"has edge.csv.gz and num-node-list.csv.gz)")
-        if edge_features not in ("none", "sum+mean"):
-            raise ValueError(f"unknown edge_features {edge_features!r}; known: none, sum+mean")
-        if edge_features != "none" and not (self.raw / "edge-feat.csv.gz").is_file():
-            raise FileNotFoundError(f"{self.raw / 'edge-feat.csv.gz'} does not exist")
+        if edge_features not in ("none", *PROTEINS_NODE_FEATURES):
+            raise ValueError(f"unknown edge_features {edge_features!r}; known: none, "
+                             f"{', '.join(PROTEINS_NODE_FEATURES)}")
+        if add_reverse and add_inverse:
+            raise ValueError("add_reverse and add_inverse are two ways of adding the reverse "
+                             "edges: choose one")
+        needed = (["edge-feat.csv.gz"] if edge_features != "none" else []) + \
+            (["node_species.csv.gz"] if "species" in edge_features else [])
+        for name in needed:
+            if not (self.raw / name).is_file():
+                raise FileNotFoundError(f"{self.raw / name} does not exist")
         counts = next(_csv_chunks(self.raw / "num-node-list.csv.gz", 1 << 16, np.int64))
         self.num_nodes = int(counts.sum())
-        self.add_reverse = bool(add_reverse)
+        self.add_reverse, self.add_inverse = bool(add_reverse), bool(add_inverse)
         self.edge_features = edge_features
+        self.label_dtype = None if label_dtype is None else np.dtype(label_dtype)
 
     def _files(self) -> list[Path]:
         names = ["edge.csv.gz", "num-node-list.csv.gz", "node-feat.csv.gz", "node-label.csv.gz",
-                 "edge-feat.csv.gz"]
+                 "edge-feat.csv.gz", "node_species.csv.gz"]
         return [self.raw / n for n in names if (self.raw / n).is_file()]
 
     def fingerprint(self) -> str:
-        return "|".join([f"csv:{self.add_reverse}:{self.edge_features}"] +
+        # the options in the old spelling when unused, so existing partitions stay valid
+        extra = f":inverse:{self.label_dtype}" if self.add_inverse or self.label_dtype else ""
+        return "|".join([f"csv:{self.add_reverse}:{self.edge_features}{extra}"] +
                         [_file_stamp(f) for f in self._files()])
 
+    def _edge_chunks(self, chunk: int) -> Any:
+        """``(k, 2)`` rows of ``edge.csv.gz`` (at most ``chunk``; half that with
+        ``add_inverse``, so every emitted chunk keeps at most ``chunk`` edges)."""
+        step = max(1, chunk // 2) if self.add_inverse else chunk
+        return _csv_chunks(self.raw / "edge.csv.gz", step, np.int64)
+
+    @staticmethod
+    def _interleaved(rows: np.ndarray) -> np.ndarray:
+        """ogb's ``add_inverse_edge``: ``(k, 2)`` rows -> ``(2, 2k)`` with ``(s, d), (d, s)``
+        per row."""
+        out = np.repeat(rows.T, 2, axis=1)
+        out[0, 1::2], out[1, 1::2] = rows[:, 1], rows[:, 0]
+        return out
+
     def edges(self, chunk: int) -> Any:
-        for rows in _csv_chunks(self.raw / "edge.csv.gz", chunk, np.int64):
+        for rows in self._edge_chunks(chunk):
+            if self.add_inverse:
+                yield self._interleaved(rows)
+                continue
             yield rows.T
             if self.add_reverse:
                 yield rows.T[::-1]
 
     def features(self, chunk: int) -> Any:
-        if self.edge_features == "sum+mean":
+        if self.edge_features != "none":
             yield from self._edge_feature_rows(chunk)
         elif (self.raw / "node-feat.csv.gz").is_file():
             for rows in _csv_chunks(self.raw / "node-feat.csv.gz", chunk, np.float64):
                 yield rows.astype(np.float32)
 
     def _edge_feature_rows(self, chunk: int) -> Any:
-        """``[sum, mean]`` of the in-edges' features per node (float32 sums in edge order, as
-        :func:`~distgcl.data.ogb.proteins_node_features`)."""
+        """The parts of ``edge_features`` per node: ``sum`` / ``mean`` of the in-edges'
+        features over the emitted edges (float32 sums in edge order, as
+        :func:`~distgcl.data.ogb.proteins_node_features`; with ``add_inverse`` both directions
+        of a row, interleaved), ``species`` one-hot (ids in increasing order)."""
         total: Tensor | None = None
         degree = torch.zeros(self.num_nodes, dtype=torch.long)
         feats = _csv_chunks(self.raw / "edge-feat.csv.gz", chunk, np.float64)
@@ -593,20 +634,42 @@ class CsvGraphSource(GraphSource):
             attr = torch.from_numpy(next(feats)).float()
             if total is None:
                 total = torch.zeros(self.num_nodes, attr.shape[1], dtype=torch.float32)
-            target = torch.from_numpy(np.ascontiguousarray(rows[:, 1]))
+            if self.add_inverse:  # (s, d), (d, s) per row: targets d, s; features repeated
+                target = torch.from_numpy(self._interleaved(rows)[1])
+                attr = attr.repeat_interleave(2, dim=0)
+            else:
+                target = torch.from_numpy(np.ascontiguousarray(rows[:, 1]))
             total.index_add_(0, target, attr)
             degree += torch.bincount(target, minlength=self.num_nodes)
+            if self.add_reverse:
+                source = torch.from_numpy(np.ascontiguousarray(rows[:, 0]))
+                total.index_add_(0, source, attr)
+                degree += torch.bincount(source, minlength=self.num_nodes)
         if total is None:
             return
-        mean = total / degree.clamp_min(1).unsqueeze(1)
+        parts = {"sum": total, "mean": total / degree.clamp_min(1).unsqueeze(1)}
+        if "species" in self.edge_features:
+            parts["species"] = self._species_one_hot()
+        names = self.edge_features.split("+")
         for lo in range(0, self.num_nodes, chunk):
-            yield torch.cat([total[lo:lo + chunk], mean[lo:lo + chunk]], dim=1).numpy()
+            yield torch.cat([parts[p][lo:lo + chunk] for p in names], dim=1).numpy()
+
+    def _species_one_hot(self) -> Tensor:
+        """``(N, S)`` float32 one-hot of ``node_species.csv.gz`` (columns: the species ids
+        present, increasing; as ``torch.unique(sorted=True)``)."""
+        species = np.concatenate([c.reshape(-1) for c in _csv_chunks(
+            self.raw / "node_species.csv.gz", 1 << 20, np.int64)])
+        ids = np.unique(species)
+        which = torch.from_numpy(np.searchsorted(ids, species))
+        return torch.nn.functional.one_hot(which, ids.size).float()
 
     def labels(self, chunk: int) -> Any:
         if (self.raw / "node-label.csv.gz").is_file():
             for rows in _csv_chunks(self.raw / "node-label.csv.gz", chunk, np.float64):
                 labels = rows if rows.shape[1] > 1 else rows[:, 0]
-                if np.isnan(labels).any() or not np.array_equal(labels, np.round(labels)):
+                if self.label_dtype is not None:
+                    yield labels.astype(self.label_dtype)
+                elif np.isnan(labels).any() or not np.array_equal(labels, np.round(labels)):
                     yield labels.astype(np.float32)  # multi-task 0/1 with gaps: float
                 else:
                     yield labels.astype(np.int64)
@@ -628,6 +691,7 @@ class FileGraphSource(GraphSource):
         allow_pyg_pickles()
         obj = torch.load(self.path, mmap=True, weights_only=True, map_location="cpu")
         get = obj.get if isinstance(obj, dict) else (lambda k: getattr(obj, k, None))
+        self._get = get
         self.edge_index, self.x, self.y = get("edge_index"), get("x"), get("y")
         if self.edge_index is None or self.edge_index.dim() != 2 or \
                 self.edge_index.size(0) != 2:
@@ -635,6 +699,10 @@ class FileGraphSource(GraphSource):
         num = get("num_nodes")
         self.num_nodes = int(num) if num is not None else (
             int(self.x.size(0)) if self.x is not None else int(self.edge_index.max()) + 1)
+
+    def attr(self, key: str) -> Any:
+        """The file's ``key`` (memory-mapped tensor, or None): e.g. the split masks."""
+        return self._get(key)
 
     def fingerprint(self) -> str:
         return f"file:{_file_stamp(self.path)}"

@@ -70,16 +70,10 @@ class ShardedEigensolver:
         n = adj.shape[0]
         m = k - self.attached["num_components"] if self._attached_fits(adj, dtype) else None
         if m is not None:
-            assert self.attached is not None
-            shards = AttachedShards.of(self.attached)
-            eig = sharded_eigenpairs(shards, k, method=method, tol=tol, maxiter=maxiter,
-                                     seed=seed, block=block_width(solver, m, pad) if m > 0
-                                     else None, max_matvecs=max_matvecs, progress=progress,
-                                     subspace_tol=subspace_tol)
-            eig.details.update({"shards": self.num_shards, "job_shards": True,
-                                "shard_peak_rss_mb": [round(r, 1)
-                                                      for r in shards.peak_rss_mb()]})
-            return eig
+            return self.attached_eigenpairs(k, solver=solver, tol=tol, maxiter=maxiter,
+                                            seed=seed, pad=pad, max_matvecs=max_matvecs,
+                                            dtype=dtype, progress=progress,
+                                            subspace_tol=subspace_tol)
         start = time.perf_counter()
         coo = adj.tocoo()
         edge_index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
@@ -107,6 +101,42 @@ class ShardedEigensolver:
             "cut_fraction": round(manifest.order["cut_fraction"], 4),
             "shard_peak_rss_mb": [round(r, 1) for r in shard_rss],
             "solver_process_rss_rise_mb": round(peak_rss_mb() - rss_before, 1)})
+        return eig
+
+    def serves_attached(self, dtype: Any) -> bool:
+        """The job's actors hold the whole graph's operator in ``dtype``: then
+        :meth:`attached_eigenpairs` needs no adjacency from the caller."""
+        a = self.attached
+        return bool(a) and a["serve"] in ("all", "operator") and \
+            a["dtype"] == np.dtype(dtype).name
+
+    def attached_eigenpairs(self, k: int, *, solver: str, tol: float, maxiter: int, seed: int,
+                            pad: int | None = None, max_matvecs: int | None = None,
+                            dtype: Any = np.float64, progress: bool = False,
+                            subspace_tol: float | None = None) -> Any:
+        r"""The :math:`k` smallest eigenpairs of the **whole** graph the job's shard actors hold
+        (:attr:`attached`), trivial ones of its components first, as ``__call__`` on its
+        adjacency but without one: for a caller holding no graph (E2Neg from a graph store).
+        ValueError unless :meth:`serves_attached`."""
+        from distgcl.distributed.linalg import sharded_eigenpairs
+        from distgcl.spectral.eigensolvers import block_width
+
+        method = BLOCK_METHODS.get(solver)
+        if method is None:
+            raise ConfigError(f"dist.shards needs a block eigensolver: e2neg.solver must be one "
+                              f"of {', '.join(BLOCK_METHODS)} (got {solver!r})")
+        if not self.serves_attached(dtype):
+            raise ValueError(f"no attached shard actors serving the operator in "
+                             f"{np.dtype(dtype).name}")
+        assert self.attached is not None
+        m = k - int(self.attached["num_components"])
+        shards = AttachedShards.of(self.attached)
+        eig = sharded_eigenpairs(shards, k, method=method, tol=tol, maxiter=maxiter, seed=seed,
+                                 block=block_width(solver, m, pad) if m > 0 else None,
+                                 max_matvecs=max_matvecs, progress=progress,
+                                 subspace_tol=subspace_tol)
+        eig.details.update({"shards": self.num_shards, "job_shards": True,
+                            "shard_peak_rss_mb": [round(r, 1) for r in shards.peak_rss_mb()]})
         return eig
 
     def _attached_fits(self, adj: sp.csr_matrix, dtype: Any) -> bool:
@@ -152,10 +182,13 @@ class JobShards:
     r"""The graph-shard actors of one job, started by the driver before the worker group (so
     they outlive a worker-group restart) and stopped when the job ends.
 
-    :meth:`start` partitions the dataset (reusing the cached partition of the same content
-    under ``cache_root/partitions``) and starts ``dist.shards`` actors serving sampling and
+    :meth:`start` partitions the dataset (:func:`partition_for_job`: from its raw files in
+    chunks where a streaming reader exists, else loaded whole; reusing the cached partition of
+    the same content under ``cache_root/partitions``) and starts ``dist.shards`` actors serving sampling and
     features (and the operator for :data:`OPERATOR_METHODS`, in the method's spectral dtype).
-    :meth:`handoff` is what a worker needs (picklable: actor handles, bounds, sizes);
+    :meth:`handoff` is what a worker needs (picklable: actor handles, bounds, sizes, the
+    ``dataset_info``), plus ``partitioned_from`` (``stream`` / ``loaded``) and the driver's
+    ``driver_peak_rss_mb`` after partitioning;
     :func:`graph_services_from_handoff` turns it into the worker's
     :class:`~distgcl.work.GraphServices`.
     """
@@ -165,20 +198,9 @@ class JobShards:
 
     @classmethod
     def start(cls, config: Any, cache_root: Path, timeout: float = 600.0) -> "JobShards":
-        from distgcl.data import load_from_config
-        from distgcl.distributed.partition import partition_graph
         from distgcl.distributed.shards import GraphShards
 
-        # TODO(streaming partition): the driver still loads the whole dataset once here; the
-        # chunked reader of the raw files replaces these lines.
-        dataset = load_from_config(config.data, seed=config.train.seed)
-        data = dataset.data
-        manifest = partition_graph(data.edge_index, data.num_nodes, config.dist.shards,
-                                   cache_root / "partitions", x=data.x,
-                                   y=getattr(data, "y", None), seed=config.train.seed)
-        num_classes, multilabel = int(dataset.num_classes), bool(dataset.multilabel)
-        info = dataset.info()
-        del data, dataset
+        manifest, info, how = partition_for_job(config, cache_root / "partitions")
         operator = config.method in OPERATOR_METHODS
         dtype = getattr(config.section(config.method), "spectral_dtype", "float64") \
             if operator else "float32"
@@ -188,17 +210,57 @@ class JobShards:
                              timeout=timeout)
         return cls(shards, {
             "actors": list(shards.actors), "bounds": list(manifest.bounds),
-            "num_features": manifest.num_features, "num_classes": num_classes,
-            "multilabel": multilabel, "manifest_path": str(manifest.path), "dtype": dtype,
-            "serve": serve, "num_nodes": manifest.num_nodes, "nnz": manifest.nnz,
-            "num_components": manifest.num_components, "timeout": timeout,
-            "dataset_info": info})
+            "num_features": manifest.num_features, "num_classes": int(info.num_classes),
+            "multilabel": bool(info.multilabel), "manifest_path": str(manifest.path),
+            "dtype": dtype, "serve": serve, "num_nodes": manifest.num_nodes,
+            "nnz": manifest.nnz, "num_components": manifest.num_components,
+            "timeout": timeout, "dataset_info": info, "partitioned_from": how,
+            "driver_peak_rss_mb": round(peak_rss_mb(), 1)})
 
     def handoff(self) -> dict[str, Any]:
         return dict(self.handoff_info)
 
     def shutdown(self) -> None:
         self.shards.shutdown()
+
+
+STREAM_ORDER = "identity"
+"""Node order of a streamed job partition (:data:`~distgcl.distributed.partition.STREAM_ORDERS`:
+contiguous ranges of the input ids; METIS and RCM need the whole graph)."""
+
+
+def partition_for_job(config: Any, root: Path) -> tuple[Any, Any, str]:
+    """The job's partition under ``root`` (reused when cached), its
+    :class:`~distgcl.data.DatasetInfo`, and how it was built: ``"stream"`` (the raw files read
+    in chunks by :func:`~distgcl.distributed.partition.stream_partition`, order
+    :data:`STREAM_ORDER`: no process holds the graph) where :func:`~distgcl.data.sources.
+    graph_source` has a reader, else ``"loaded"`` (the dataset loaded whole, then
+    :func:`~distgcl.distributed.partition.partition_graph`, order ``auto``; one line says so)."""
+    from distgcl.data.sources import stream_plan
+    from distgcl.distributed.partition import stream_partition
+
+    plan = stream_plan(config.data)
+    if not isinstance(plan, str):
+        source, info = plan
+        manifest = stream_partition(source, config.dist.shards, root, order=STREAM_ORDER,
+                                    seed=config.train.seed)
+        return manifest, info, "stream"
+    print(f"dist.shards: the driver loads {config.data.name} whole to partition it ({plan})",
+          flush=True)
+    return (*_loaded_partition(config, root), "loaded")
+
+
+def _loaded_partition(config: Any, root: Path) -> tuple[Any, Any]:
+    """:func:`~distgcl.data.load_from_config` then
+    :func:`~distgcl.distributed.partition.partition_graph` (the small datasets)."""
+    from distgcl.data import load_from_config
+    from distgcl.distributed.partition import partition_graph
+
+    dataset = load_from_config(config.data, seed=config.train.seed)
+    data = dataset.data
+    manifest = partition_graph(data.edge_index, data.num_nodes, config.dist.shards, root,
+                               x=data.x, y=getattr(data, "y", None), seed=config.train.seed)
+    return manifest, dataset.info()
 
 
 def graph_services_from_handoff(handoff: dict[str, Any] | None, num_shards: int,
@@ -220,5 +282,5 @@ def graph_services_from_handoff(handoff: dict[str, Any] | None, num_shards: int,
                          store=store, dataset_info=h.get("dataset_info"))
 
 
-__all__ = ["AttachedShards", "JobShards", "OPERATOR_METHODS", "ShardedEigensolver",
-           "graph_services_from_handoff"]
+__all__ = ["AttachedShards", "JobShards", "OPERATOR_METHODS", "STREAM_ORDER",
+           "ShardedEigensolver", "graph_services_from_handoff", "partition_for_job"]
