@@ -77,6 +77,18 @@ E2Neg's head is out x out = 4096 x 4096, which made the head and its Adam state 
 step: 1.22 vs 0.18 s/step on PubMed, one thread), and the eigensolver is ``lobpcg-torch`` at
 ``tol`` 1e-4 (fastest on PubMed here: 54 s vs 100 s scipy+AMG vs 78 s eigsh, loaded machine).
 
+**From a graph store** (``work.services.store``, ``data=None``: the worker holds no graph).
+The spectral step runs on the job's shard actors through the eigensolver service
+(:meth:`~distgcl.distributed.services.ShardedEigensolver.attached_eigenpairs`: only the
+:math:`N \times K` eigenvectors come back); this needs a connected graph (the partition counts
+its components; with several, the per-component allocation needs component labels the shards do
+not serve yet, and it stops with a clear error). Without such a service the store's edge list is
+gathered once and the spectral step runs in-process as on a ``Data``. k-means and centres as
+above, then :func:`stars_from_store` reconstructs the stars from the centres' neighbourhoods
+asked of the store hop by hop, and the star batch's feature rows come from the store. Same seed,
+same stars and numbers as on the ``Data`` (for an undirected edge list: the store follows
+in-edges, the ``Data`` path the symmetrized graph).
+
 **Cost**: only the centre rows of the last GCN layer enter the loss, so the last layer is computed
 for the centres only, as :math:`(\hat{\mathbf{A}}\mathbf{H})_{\mathcal{C}}\boldsymbol{\Theta} + b`
 (aggregate, then transform: exact for GCNConv, ``GCNEncoder.forward(..., targets)``); for E2Neg's one-layer
@@ -107,10 +119,11 @@ from distgcl.methods.base import GraphInfo, Method
 from distgcl.methods.bilevel import bilevel_step
 from distgcl.methods.grace import build_encoder
 from distgcl.nn import GCNEncoder, Projector, TwoViewEncoder, build_metric_network
-from distgcl.spectral import (adjacency, allocate_clusters, attach_leaves, cluster_purity,
+from distgcl.spectral import (StarGraph, adjacency, allocate_clusters, attach_leaves, cluster_purity,
                               connected_components, laplacian_from_adjacency,
                               nearest_by_features, reconstruct_stars, select_centres,
                               smallest_eigenpairs, spectral_clusters, trivial_eigenvectors)
+from distgcl.store import BaseGraphStore
 from distgcl.typing import EdgeIndex
 from distgcl.work import STREAM_AUGMENT, Share, Work
 
@@ -270,6 +283,61 @@ def _load_or_build(path: Path | None, build: Callable[[], Any]) -> tuple[Any, bo
         return obj, False
 
 
+def store_key(store: BaseGraphStore, params: dict[str, Any]) -> str | None:
+    """Cache key of a store's graph and the parameters: the hash of its partition manifest
+    (which holds the sha256 of every shard file), or None (no cache) for a store without one."""
+    path = getattr(store, "manifest_path", None)
+    if not path:
+        return None
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(Path(path).read_bytes())
+    digest.update(json.dumps(params, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def stars_from_store(store: BaseGraphStore, centres: Tensor, *, max_neighbors: int = 100,
+                     min_neighbors: int = 50, max_hops: int = 10, start_hops: int = 2,
+                     seed: int = 0) -> StarGraph:
+    r""":func:`~distgcl.spectral.reconstruction.reconstruct_stars` around ``centres``
+    :math:`(K,)` from a graph store, without the whole graph: equal to it on the store's
+    (undirected) graph with ``generator=torch.Generator().manual_seed(seed)``.
+
+    The union :math:`U_h` of the centres' :math:`h`-hop balls grows one hop per store call
+    (``store.sample(frontier, [-1])``: all in-neighbours). From ``start_hops`` on, the stars are
+    rebuilt on the subgraph :math:`U_h` induces (``store.induced_edges``, ids relabelled in
+    ascending order, so every sort and random key is in the same order as on the whole graph)
+    with radius at most :math:`h`: distances up to :math:`h` from a centre are the same in
+    :math:`U_h` as in the graph, so the result is exact unless a star was still growing at
+    :math:`h` with fewer than ``min_neighbors`` candidates; then :math:`h + 1`. Cost: the balls'
+    edges, :math:`h` sample calls and one induced-edges call per radius tried.
+    """
+    centres = centres.detach().long().cpu()
+    ball = torch.unique(centres)  # sorted
+    frontier = ball
+    # fan-out -1 draws nothing; a generator of its own keeps it off torch's global stream
+    quiet = torch.Generator().manual_seed(seed)
+    for h in range(1, max_hops + 1):
+        sub = store.sample(frontier, [-1], quiet)
+        reached = sub.n_id[sub.batch_size:].long().cpu()
+        frontier = reached[~torch.isin(reached, ball)]
+        ball = torch.cat([ball, frontier]).sort().values
+        closed = frontier.numel() == 0  # U_h holds the centres' whole components
+        if h < start_hops and not closed:
+            continue
+        edge_index, _ = store.induced_edges(ball)
+        local = reconstruct_stars(edge_index, ball.numel(), torch.searchsorted(ball, centres),
+                                  max_neighbors=max_neighbors, min_neighbors=min_neighbors,
+                                  max_hops=max_hops if closed else h,
+                                  start_hops=start_hops,
+                                  generator=torch.Generator().manual_seed(seed))
+        cut = (local.hops == h) & (local.num_candidates < min_neighbors)
+        if closed or h == max_hops or not bool(cut.any()):
+            return StarGraph(centres=centres, members=ball[local.members],
+                             member_star=local.member_star, hops=local.hops,
+                             num_candidates=local.num_candidates)
+    raise AssertionError("unreachable: h == max_hops returns")
+
+
 # ----------------------------------------------------------------------------- method
 
 @register_method("e2neg", E2NegConfig)
@@ -336,10 +404,11 @@ class E2Neg(Method):
                 "num_neighbors": c.num_neighbors, "min_neighbors": c.min_neighbors,
                 "max_hops": c.max_hops, "start_hops": c.start_hops}
 
-    def _spectral(self, adj: Any, num_nodes: int) -> dict[str, Any]:
-        """Eigenpairs on the clustered components (class docstring), with the allocation."""
+    def _allocate(self, count: int, comp: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Component sizes, clusters per component (class docstring) and the nodes of the
+        components that got clusters (the spectral step's nodes)."""
         c = self.cfg
-        count, comp = connected_components(adj)
         sizes = np.bincount(comp, minlength=count)
         if c.component == "largest":
             alloc = np.zeros(count, dtype=np.int64)
@@ -347,43 +416,95 @@ class E2Neg(Method):
         else:
             alloc = allocate_clusters(np.where(sizes > 1, sizes, 0), c.clusters)
         nodes = np.flatnonzero(alloc[comp] > 0)
-        sub = adj[nodes][:, nodes] if nodes.size < num_nodes else adj
         if c.clusters >= nodes.size:
             raise ConfigError(f"e2neg.clusters must be < the number of nodes in the spectral step "
                               f"({nodes.size}) (got {c.clusters})")
+        return sizes, alloc, nodes
+
+    def _eigen_options(self) -> dict[str, Any]:
+        c = self.cfg
         options = dict(solver=c.solver, tol=c.tol, maxiter=c.maxiter, seed=self.seed, pad=c.pad,
                        max_matvecs=c.max_matvecs, dtype=np.dtype(c.spectral_dtype),
                        progress=self.config.train.progress)
         if c.subspace_tol is not None:
             options["subspace_tol"] = c.subspace_tol
+        return options
+
+    def _spectral(self, adj: Any, num_nodes: int) -> dict[str, Any]:
+        """Eigenpairs on the clustered components (class docstring), with the allocation."""
+        count, comp = connected_components(adj)
+        sizes, alloc, nodes = self._allocate(count, comp)
+        sub = adj[nodes][:, nodes] if nodes.size < num_nodes else adj
+        options = self._eigen_options()
         service = self.work.services.eigensolver
         if service is not None:  # the trainer's (e.g. over graph-shard actors)
-            eig = service(sub, c.clusters, **options)
+            eig = service(sub, self.cfg.clusters, **options)
         else:
             _, labels = connected_components(sub)
-            eig = smallest_eigenpairs(laplacian_from_adjacency(sub), c.clusters,
+            eig = smallest_eigenpairs(laplacian_from_adjacency(sub), self.cfg.clusters,
                                       null_space=trivial_eigenvectors(sub, labels), **options)
+        return self._spectral_result(eig, nodes, comp, alloc, sizes)
+
+    def _spectral_on_shards(self, service: Any, num_nodes: int) -> dict[str, Any]:
+        """The spectral step on the job's shard actors (no adjacency here): the whole graph,
+        which must be connected (the allocation over components needs their labels)."""
+        count = int(service.attached["num_components"])
+        if count != 1:
+            raise ConfigError(f"e2neg from the graph shards needs a connected graph (the "
+                              f"partition has {count} components); load the graph in the "
+                              f"workers (no graph store) for per-component clusters")
+        comp = np.zeros(num_nodes, dtype=np.int64)
+        sizes, alloc, nodes = self._allocate(1, comp)
+        eig = service.attached_eigenpairs(self.cfg.clusters, **self._eigen_options())
+        return self._spectral_result(eig, nodes, comp, alloc, sizes)
+
+    @staticmethod
+    def _spectral_result(eig: Any, nodes: np.ndarray, comp: np.ndarray, alloc: np.ndarray,
+                         sizes: np.ndarray) -> dict[str, Any]:
         return {"nodes": torch.from_numpy(nodes), "eigenvalues": eig.eigenvalues,
                 "eigenvectors": eig.eigenvectors.astype(np.float32), "residuals": eig.residuals,
                 "summary": eig.summary(), "component": torch.from_numpy(comp[nodes]),
-                "allocation": alloc, "num_components": count,
+                "allocation": alloc, "num_components": int(sizes.size),
                 "isolated": int(np.count_nonzero(sizes[comp] == 1))}
 
-    def _cache_path(self, cache_dir: Path | None, kind: str, data: Data,
+    def _cache_path(self, cache_dir: Path | None, kind: str, graph: Data | BaseGraphStore,
                     params: dict[str, Any]) -> Path | None:
         if not self.cfg.cache or cache_dir is None:
             return None
-        return Path(cache_dir) / f"{kind}-{graph_key(data.edge_index, data.num_nodes, params)}.pt"
+        key = (store_key(graph, params) if isinstance(graph, BaseGraphStore)
+               else graph_key(graph.edge_index, graph.num_nodes, params))
+        return None if key is None else Path(cache_dir) / f"{kind}-{key}.pt"
 
-    def _build_stars(self, data: Data, cache_dir: Path | None) -> dict[str, Any]:
+    def _spectral_builder(self, graph: Data | BaseGraphStore) -> tuple[Callable[[], Any], Any]:
+        """What builds the spectral step for ``graph``, and the adjacency it holds (None from a
+        store): the job's shards when the eigensolver service has them, else in-process on the
+        adjacency (a store's edge list gathered once: :math:`O(E)` in this process)."""
+        n = graph.num_nodes
+        if isinstance(graph, BaseGraphStore):
+            service = self.work.services.eigensolver
+            if service is not None and getattr(service, "serves_attached", lambda _: False)(
+                    np.dtype(self.cfg.spectral_dtype)):
+                return (lambda: self._spectral_on_shards(service, n)), None
+            store = graph
+
+            def gathered() -> dict[str, Any]:
+                edge_index, _ = store.induced_edges(torch.arange(n))
+                return self._spectral(adjacency(edge_index, n, dtype=bool), n)
+            return gathered, None
+        adj = adjacency(graph.edge_index, n, dtype=bool)
+        return (lambda: self._spectral(adj, n)), adj
+
+    def _build_stars(self, graph: Data | BaseGraphStore, cache_dir: Path | None
+                     ) -> dict[str, Any]:
         """Spectral step (cached on its own), k-means and centres per component, the star
-        reconstruction, then the unreachable nodes attached by features (class docstring)."""
+        reconstruction, then the unreachable nodes attached by features (class docstring).
+        ``graph``: a ``Data`` or, with no graph in this process, a graph store."""
         c = self.cfg
-        n = data.num_nodes
-        adj = adjacency(data.edge_index, n, dtype=bool)
+        n = graph.num_nodes
+        store = graph if isinstance(graph, BaseGraphStore) else None
+        build, adj = self._spectral_builder(graph)
         spec, spectral_hit = _load_or_build(
-            self._cache_path(cache_dir, "spectral", data, self._spectral_params()),
-            lambda: self._spectral(adj, n))
+            self._cache_path(cache_dir, "spectral", graph, self._spectral_params()), build)
         self.stats["cache"] = "spectral" if spectral_hit else "miss"
         emb = spec["eigenvectors"]
         nodes = spec["nodes"]
@@ -405,22 +526,28 @@ class E2Neg(Method):
             labels[rows] = lab + offset
             offset += k
         centres = nodes[torch.from_numpy(np.concatenate(local))]
-        graph = reconstruct_stars(data.edge_index, n, centres, max_neighbors=c.num_neighbors,
-                                  min_neighbors=c.min_neighbors, max_hops=c.max_hops,
-                                  start_hops=c.start_hops, adj=adj,
-                                  generator=torch.Generator().manual_seed(self.seed))
+        star_options = dict(max_neighbors=c.num_neighbors, min_neighbors=c.min_neighbors,
+                            max_hops=c.max_hops, start_hops=c.start_hops)
+        if store is not None:  # the centres' neighbourhoods, asked of the store
+            stars = stars_from_store(store, centres, seed=self.seed, **star_options)
+        else:
+            stars = reconstruct_stars(graph.edge_index, n, centres, adj=adj,
+                                      generator=torch.Generator().manual_seed(self.seed),
+                                      **star_options)
         full_labels = torch.full((n,), -1, dtype=torch.long)
         full_labels[nodes] = torch.from_numpy(labels)
         outside = torch.ones(n, dtype=torch.bool)
         outside[nodes] = False
         attached = torch.nonzero(outside).flatten()  # isolated nodes, unclustered components
         if c.component == "all" and attached.numel():
-            x = data.x.detach().cpu().numpy()
-            star = torch.from_numpy(nearest_by_features(x[attached.numpy()],
-                                                        x[graph.centres.numpy()]))
-            graph = attach_leaves(graph, attached, star)
-            full_labels[attached] = full_labels[graph.centres[star]]
-        in_stars = int(graph.centres.numel() + graph.members.numel())
+            def rows_of(ids: Tensor) -> np.ndarray:
+                x = store.features(ids) if store is not None else graph.x[ids.to(graph.x.device)]
+                return x.detach().cpu().numpy()
+            star = torch.from_numpy(nearest_by_features(rows_of(attached),
+                                                        rows_of(stars.centres)))
+            stars = attach_leaves(stars, attached, star)
+            full_labels[attached] = full_labels[stars.centres[star]]
+        in_stars = int(stars.centres.numel() + stars.members.numel())
         coverage = {"nodes_total": n, "nodes_in_stars": in_stars,
                     "nodes_clustered": int(nodes.numel()),
                     "nodes_attached": int(attached.numel()) if c.component == "all" else 0,
@@ -430,37 +557,57 @@ class E2Neg(Method):
             warnings.warn(f"e2neg.component=largest: {attached.numel()} of {n} nodes are outside "
                           f"the largest component and enter no star (use component=all)",
                           RuntimeWarning, stacklevel=3)
-        return {"graph": graph, "labels": full_labels, "spectral": spec["summary"],
+        return {"graph": stars, "labels": full_labels, "spectral": spec["summary"],
                 "coverage": coverage}
 
-    def prepare(self, data: Data, cache_dir: Path | None = None,
+    def can_train_from_store(self) -> bool:
+        """Always: the spectral step runs on the job's shards (or on the store's edge list,
+        gathered once, without them), the stars come from the centres' neighbourhoods and the
+        star batch's rows from the store (class docstring). Evaluation (:meth:`embed`) still
+        takes the whole graph."""
+        return True
+
+    def prepare(self, data: Data | None, cache_dir: Path | None = None,
                 prepared: dict[str, Any] | None = None) -> None:
         """Spectral step, k-means, centres and stars (cached; taken from the checkpoint on a
-        resume), then the training batch."""
+        resume), then the training batch. ``data=None``: all from ``work.services.store``."""
         start = time.perf_counter()
+        graph: Data | BaseGraphStore | None = data if data is not None \
+            else self.work.services.store
+        if graph is None:
+            raise ValueError("e2neg needs the graph (data) or a graph store from the trainer")
         if prepared is not None:
             stars = prepared["stars"]
             self.stats["cache"] = "checkpoint"
         else:
             stars, hit = _load_or_build(
-                self._cache_path(cache_dir, "stars", data, self._star_params()),
-                lambda: self._build_stars(data, cache_dir))
+                self._cache_path(cache_dir, "stars", graph, self._star_params()),
+                lambda: self._build_stars(graph, cache_dir))
             if hit:
                 self.stats["cache"] = "hit"
         self._stars = stars
-        graph = stars["graph"]
-        node_ids, local_edges, centre_pos = graph.subgraph()
-        dev = data.x.device
-        self.batch = StarBatch(x=data.x[node_ids.to(dev)], edge_index=local_edges.to(dev),
+        star_graph = stars["graph"]
+        node_ids, local_edges, centre_pos = star_graph.subgraph()
+        if data is not None:
+            dev = data.x.device
+            x = data.x[node_ids.to(dev)]
+        else:
+            dev = self.work.device
+            x = graph.features(node_ids).to(dev)
+        self.batch = StarBatch(x=x, edge_index=local_edges.to(dev),
                                centres=centre_pos.to(dev), node_ids=node_ids)
         self.labels = stars["labels"]
-        self.star_graph = graph
+        self.star_graph = star_graph
         self.stats.update({**stars.get("coverage", {}),
-                           "spectral": stars["spectral"], "centres": int(graph.centres.numel()),
-                           "leaves": int(graph.members.numel()),
-                           "hops_max": int(graph.hops.max()) if graph.hops.numel() else 0,
+                           "spectral": stars["spectral"],
+                           "centres": int(star_graph.centres.numel()),
+                           "leaves": int(star_graph.members.numel()),
+                           "hops_max": int(star_graph.hops.max()) if star_graph.hops.numel()
+                           else 0,
                            "prepare_seconds": time.perf_counter() - start})
-        y = getattr(data, "y", None)
+        y = getattr(data, "y", None) if data is not None else (
+            graph.labels(torch.arange(graph.num_nodes))
+            if graph.num_classes and not graph.multilabel else None)
         if y is not None and y.dim() == 1:
             self.stats["purity"] = cluster_purity(self.labels.numpy(), y.cpu().numpy())
 

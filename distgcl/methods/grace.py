@@ -11,6 +11,12 @@ losses add up to the single-process loss) or its slice of the epoch's anchor per
 (``sampled``, with negative blocks from the rank's own stream). With ``batching: parts`` every
 step is the subgraph one random node part induces (:mod:`distgcl.partitions`), each rank
 taking its slice of the epoch's parts.
+
+From a graph store (``work.services.store``, e.g. graph-shard actors): ``batching: parts`` needs
+no ``Data``. The parts are cut from :meth:`Work.epoch_order`'s permutation of the node ids alone
+(no METIS, no look at the graph), so the same seed gives the same parts on any backend; each
+part's induced edges (``store.induced_edges``, in the input edge order) and feature rows
+(``store.features``) come from the store, the same tensors as from the ``Data``.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from distgcl.methods import register_method
 from distgcl.methods.base import GraphInfo, Method
 from distgcl.nn import GCNEncoder, Projector, TwoViewEncoder
 from distgcl.partitions import InducedSubgraphs, random_parts
+from distgcl.store import BaseGraphStore
 from distgcl.work import STREAM_AUGMENT, STREAM_NEGATIVES, Share, Work
 
 
@@ -90,6 +97,13 @@ class Grace(Method):
     def encoder(self) -> GCNEncoder:
         return self.model.encoder
 
+    def can_train_from_store(self) -> bool:
+        """``batching: parts`` only: a part is a node-id set whose induced edges and rows the
+        store serves. The whole-graph objective (``batching: full``, with ``negatives: full``
+        or ``sampled``) augments and encodes every edge of the graph in every step, so it needs
+        the whole edge list and feature matrix in the worker anyway."""
+        return self.cfg.batching == "parts"
+
     @property
     def prefetch_batches(self) -> bool:  # type: ignore[override]
         """Random parts are cut on a background thread (:mod:`distgcl.prefetch`): they come
@@ -134,30 +148,51 @@ class Grace(Method):
                           anchor_ids=None if share.complete or all_rows else ids,
                           normalizer=share.total)
 
-    def steps_per_epoch(self, data: Data) -> int:
+    def steps_per_epoch(self, data: Data | None) -> int:
         if self.cfg.batching == "parts":
             return self.work.steps_per_epoch(self.cfg.num_parts, 1)
         return 1
 
-    def batches(self, data: Data, epoch: int, start_step: int = 0) -> Iterator[Any]:
+    def batches(self, data: Data | None, epoch: int, start_step: int = 0) -> Iterator[Any]:
         if self.cfg.batching == "full":
+            if data is None:
+                raise ValueError("grace batching: full needs the graph (data); only "
+                                 "batching: parts trains from a graph store")
             if start_step == 0:
                 yield data, self.anchors(data, epoch)
             return
-        # one permutation of the nodes, cut into parts; each rank takes its slice of the parts
-        parts = random_parts(self.work.epoch_order(data.num_nodes, epoch), self.cfg.num_parts)
-        if self._induced is None or self._induced.num_nodes != data.num_nodes:
-            self._induced = InducedSubgraphs(data.edge_index, data.num_nodes)
+        store = self.work.services.store
+        if store is None and data is None:
+            raise ValueError("grace batching: parts needs the graph (data) or a graph store")
+        n = store.num_nodes if store is not None else data.num_nodes
+        # one permutation of the node ids, cut into parts (no graph needed); each rank takes
+        # its slice of the parts
+        parts = random_parts(self.work.epoch_order(n, epoch), self.cfg.num_parts)
         world = self.work.world_size
         for pick in self.work.epoch_batches(len(parts), epoch, 1, start_step=start_step):
             nodes = parts[int(pick.ids[0])]
-            dev = data.x.device
-            sub = Data(x=data.x[nodes.to(dev)], edge_index=self._induced(nodes).to(dev),
-                       num_nodes=nodes.numel())
+            sub = (self.part_from_store(store, nodes) if store is not None
+                   else self.part_from_data(data, nodes))
             # part sizes differ by at most one node: the global count is world x this one
             ids = torch.arange(nodes.numel())
             yield sub, Share(ids, total=nodes.numel() * world, complete=world == 1,
                              step=pick.step)
+
+    def part_from_data(self, data: Data, nodes: Tensor) -> Data:
+        """The subgraph ``nodes`` :math:`(n,)` induce in an in-process graph (CSR built once)."""
+        if self._induced is None or self._induced.num_nodes != data.num_nodes:
+            self._induced = InducedSubgraphs(data.edge_index, data.num_nodes)
+        dev = data.x.device
+        return Data(x=data.x[nodes.to(dev)], edge_index=self._induced(nodes).to(dev),
+                    num_nodes=nodes.numel())
+
+    def part_from_store(self, store: BaseGraphStore, nodes: Tensor) -> Data:
+        """The subgraph ``nodes`` :math:`(n,)` induce, from the store: local edges
+        :math:`(2, e)` in the input edge order and feature rows :math:`(n, F)`."""
+        dev = self.work.device
+        edge_index, _ = store.induced_edges(nodes)
+        return Data(x=store.features(nodes).to(dev), edge_index=edge_index.to(dev),
+                    num_nodes=nodes.numel())
 
     def training_step(self, batch: Any) -> dict[str, float]:
         data, share = batch
