@@ -1,9 +1,9 @@
 """Graph shards and the spectral step at ogbn-proteins size -> bench/results/shards.json.
 
     ../shared/tools/quiet python bench/shards.py [--graphs proteins-generator,planted-64]
-        [--k 64] [--shards 1,2,4] [--block 80] [--degree 10] [--max-matvecs 640]
-        [--subspace-tol 0.01] [--fixed-matvecs 640] [--skip lobpcg-block,sampling]
-        [--note TEXT] [--out PATH]
+        [--k 64] [--shards 1,2,4] [--block 80] [--degree 10] [--max-matvecs 1280]
+        [--subspace-tol 0.01] [--subspace-criterion rms] [--fixed-matvecs 640]
+        [--skip lobpcg-block,sampling] [--scale 1] [--note TEXT] [--out PATH]
 
 Graphs (``--graphs``), both with ogbn-proteins' node count (132,534 at ``--scale 1``):
 
@@ -21,8 +21,10 @@ Rows, every one in its own process (so each ``peak_rss_mb`` is its own), for eve
   ``nmi_vs_eigsh`` of the seed-1 row is eigsh's own seed-to-seed NMI (the bar the other rows
   must reach);
 * ``chebyshev`` ``variant: adaptive``: the single-process Chebyshev solver stopped on the
-  subspace (``--subspace-tol``: projector change or Davis-Kahan bound), ``--max-matvecs`` the
-  ceiling, ``stop_reason`` saying which stopped it; ``variant: fixed``: the earlier fixed product
+  subspace (``--subspace-tol`` on ``--subspace-criterion``: ``rms``, the root-mean-square
+  principal angle of the k-dimensional subspace from the Davis-Kahan bound or from the projector
+  step; ``either``: the same on the largest angle), ``--max-matvecs`` the ceiling that only a
+  hard spectrum reaches, ``stop_reason`` saying which stopped it; ``variant: fixed``: the earlier fixed product
   budget (``--fixed-matvecs``, no subspace stop);
 * ``lobpcg-block``: our LOBPCG under a time budget (``--lobpcg-budget`` s);
 * ``sharded-chebyshev`` for every P: the adaptive solver over P graph-shard actors (Ray on
@@ -189,7 +191,9 @@ def work_single(args: argparse.Namespace, solver: str, variant: str) -> dict[str
                     op, args.k, method="chebyshev", tol=args.cheb_tol, seed=0,
                     block=args.block, degree=args.degree,
                     max_matvecs=args.max_matvecs if adaptive else args.fixed_matvecs,
-                    subspace_tol=args.subspace_tol if adaptive else None, **more)
+                    subspace_tol=args.subspace_tol if adaptive else None,
+                    **({"subspace_criterion": args.subspace_criterion} if adaptive else {}),
+                    **more)
             options: dict[str, Any] = {"null_space": y, "solver": solver, "seed": seed,
                                        "tol": args.tol}
             if solver == "eigsh":
@@ -223,7 +227,8 @@ def work_single(args: argparse.Namespace, solver: str, variant: str) -> dict[str
             "converged": bool(res.converged), "solver_used": res.solver,
             "stop_reason": res.details.get("stop_reason",
                                            "residual" if res.converged else "maxiter"),
-            **{k: res.details[k] for k in ("subspace_change", "subspace_bound")
+            **{k: res.details[k] for k in ("subspace_change", "subspace_bound",
+                                           "subspace_change_rms", "subspace_bound_rms")
                if k in res.details},
             "lambda_k": float(np.round(res.eigenvalues[-1], 6)),
             "generate_seconds": round(generate, 1), "build_seconds": round(build, 2),
@@ -268,7 +273,8 @@ def work_sharded(args: argparse.Namespace, shards: int) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             res = chebyshev_subspace(space, args.k - c, block=args.block, tol=args.cheb_tol,
                                      degree=args.degree, max_matvecs=args.max_matvecs, seed=0,
-                                     subspace_tol=args.subspace_tol)
+                                     subspace_tol=args.subspace_tol,
+                                     subspace_criterion=args.subspace_criterion)
         seconds = time.perf_counter() - tick
         solve_phase.stop()
         rise = (solve_phase.peak_mb or before) - before
@@ -384,8 +390,8 @@ def _run(args: argparse.Namespace, worker: list[str], ray: bool = False,
          manifest: str | None = None) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", *worker]
     for key in ("graph", "scale", "k", "tol", "cheb_tol", "block", "degree", "max_matvecs",
-                "fixed_matvecs", "subspace_tol", "dtype", "threads", "lobpcg_budget", "shards",
-                "fanout", "batch_size", "sample_batches"):
+                "fixed_matvecs", "subspace_tol", "subspace_criterion", "dtype", "threads",
+                "lobpcg_budget", "shards", "fanout", "batch_size", "sample_batches"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     if manifest:
         cmd += ["--manifest", manifest]
@@ -420,7 +426,8 @@ def _graph_rows(args: argparse.Namespace, skip: set[str], sampling: bool) -> lis
             rows.append({**base, "variant": f"partition shards={r['shards']}",
                          "phase": "partition", **r, "generate_seconds": part["generate_seconds"],
                          "peak_rss_mb": part["peak_rss_mb"]})
-    adaptive = (f"subspace_tol={args.subspace_tol} matvecs<={args.max_matvecs} "
+    adaptive = (f"subspace_tol={args.subspace_tol} criterion={args.subspace_criterion} "
+                f"matvecs<={args.max_matvecs} "
                 f"block={args.block} degree<={args.degree}")
     runs = [("eigsh", "seed0", "solver=eigsh v0 seed 0"), ("eigsh", "seed1", "solver=eigsh v0 seed 1"),
             ("chebyshev", "adaptive", f"solver=chebyshev adaptive {adaptive}"),
@@ -560,8 +567,13 @@ def main() -> None:
                         help="chebyshev adaptive: subspace tolerance")
     parser.add_argument("--block", type=int, default=80)
     parser.add_argument("--degree", type=int, default=10)
-    parser.add_argument("--max-matvecs", type=int, default=640,
-                        help="chebyshev adaptive: ceiling of single-vector products")
+    parser.add_argument("--subspace-criterion", default="rms",
+                        choices=["rms", "either", "projector", "davis-kahan"],
+                        help="chebyshev adaptive: what subspace_tol bounds (rms: the mean "
+                        "principal angle k-means sees; either: the largest angle)")
+    parser.add_argument("--max-matvecs", type=int, default=1280,
+                        help="chebyshev adaptive: ceiling of single-vector products (reached "
+                        "only where the spectrum has no gap at k)")
     parser.add_argument("--fixed-matvecs", type=int, default=640,
                         help="chebyshev fixed: the product budget (the earlier rule)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
@@ -610,10 +622,11 @@ def main() -> None:
              f"eigsh: ARPACK which='LA' on 2I - L - 2YY^T, tol {args.tol}, float64, v0 seeds 0 "
              f"and 1 (eigsh_seed_nmi: k-means of the two, the bar). chebyshev adaptive: "
              f"Chebyshev-filtered subspace iteration on S (block {args.block}, degree <= "
-             f"{args.degree}, cut to the need of the error estimate), stopped when the "
-             f"k-dimensional projector changes by <= {args.subspace_tol} between steps or the "
-             f"Davis-Kahan bound ||R||_F/(theta_m - theta_m+1) is <= {args.subspace_tol} "
-             f"(stop_reason), ceiling {args.max_matvecs} single-vector products; chebyshev fixed: "
+             f"{args.degree}, cut to the need of the error estimate), stopped on criterion "
+             f"{args.subspace_criterion} at {args.subspace_tol} (rms: the Davis-Kahan bound "
+             f"||R||_F/(sqrt(m)(theta_m - theta_m+1)) or the projector step ||P_t - P_t-1||_F/"
+             f"sqrt(2m) divided by (1 - 1/T_d) of the filter between them; either: the same on "
+             f"the largest principal angle) (stop_reason), ceiling {args.max_matvecs} single-vector products; chebyshev fixed: "
              f"the earlier fixed budget of {args.fixed_matvecs}; {args.dtype}, torch CSR int32, "
              f"16-column products. sharded-chebyshev: the adaptive solver over P GraphShard "
              f"actors (Ray, object-store blocks, halo exchange), {args.threads} CPUs. "

@@ -25,7 +25,8 @@ Solvers (both look for the :math:`m = k - c` largest non-trivial eigenvalues :ma
   orthonormalizes and does a Rayleigh-Ritz step. Converged leading pairs are locked. With a
   block larger than :math:`m` it returns a good invariant subspace (what k-means needs) after
   few products; ``subspace_tol`` stops it once that subspace has settled (the projector
-  change between steps or a Davis-Kahan residual bound), ``max_matvecs`` is the ceiling.
+  change between steps or a Davis-Kahan residual bound, on the largest or, ``rms``, the
+  root-mean-square principal angle), ``max_matvecs`` is the ceiling.
 * :func:`block_lobpcg`: LOBPCG (Knyazev, 2001): Rayleigh-Ritz on :math:`[X, R, P]` from the Gram
   matrices, soft locking (converged columns stay in :math:`X` but leave :math:`R` and :math:`P`).
 
@@ -38,7 +39,7 @@ import abc
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence, Union
 
 import numpy as np
@@ -327,11 +328,22 @@ def combine_tensors(terms: Sequence[tuple[Tensor, Coefficient]]) -> Tensor:
 
 
 def gram_tensors(left: Sequence[Tensor], right: Sequence[Tensor]) -> np.ndarray:
-    r""":math:`[\mathbf{X}_i]^\top [\mathbf{Y}_j]` in float64."""
-    a = torch.cat([x.double() for x in left], dim=1)
-    b = a if list(map(id, right)) == list(map(id, left)) else torch.cat(
-        [y.double() for y in right], dim=1)
-    return (a.T @ b).cpu().numpy()
+    r""":math:`[\mathbf{X}_i]^\top [\mathbf{Y}_j]`, computed in the blocks' precision and
+    returned as float64.
+
+    Why not float64 throughout: casting float32 blocks made every Gram 5x slower (an
+    :math:`N \times 80` Gram at a quarter of ogbn-proteins: 15 ms against 3 ms), and the Grams
+    were about a fifth of the solve; the float32 Gram's rounding (:math:`\sim\sqrt{N}
+    \epsilon_{32}`) is below what the float32 blocks carry anyway, and the second SVQB pass of
+    :func:`orthonormalize` repairs what the first one leaves."""
+    def side(blocks: Sequence[Tensor]) -> Tensor:  # no concatenation copy for one block
+        return blocks[0] if len(blocks) == 1 else torch.cat(list(blocks), dim=1)
+
+    a = side(left)
+    b = a if list(map(id, right)) == list(map(id, left)) else side(right)
+    if a.dtype != b.dtype:
+        a, b = a.double(), b.double()
+    return (a.T @ b).double().cpu().numpy()
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -516,14 +528,25 @@ class BlockResult:
     subspace_bound: float = math.nan
     r"""The last Davis-Kahan estimate :math:`\lVert\mathbf{R}\rVert_F / (\theta_m -
     \theta_{m+1})` (nan if never measured), :func:`davis_kahan_bound`."""
+    subspace_change_rms: float = math.nan
+    r"""The last root-mean-square sine of the principal angles between successive wanted bases,
+    :math:`\lVert\mathbf{P}_t - \mathbf{P}_{t-1}\rVert_F / \sqrt{2m}` (nan if never measured),
+    :func:`subspace_changes`."""
+    subspace_bound_rms: float = math.nan
+    r"""The last Davis-Kahan estimate per wanted vector, ``subspace_bound`` :math:`/\sqrt{m}`."""
+    history: list = field(default_factory=list)
+    """One dict per subspace check (``matvecs``, ``iteration``, ``change``, ``change_rms``,
+    ``bound``, ``bound_rms``): how the estimates fell, for benchmarks."""
 
 
-STOP_REASONS: tuple[str, ...] = ("residual", "projector", "davis-kahan", "max_matvecs",
-                                 "maxiter", "rank")
+STOP_REASONS: tuple[str, ...] = ("residual", "projector", "davis-kahan", "projector-rms",
+                                 "davis-kahan-rms", "max_matvecs", "maxiter", "rank")
 """``residual``: every wanted pair within ``tol``; ``projector`` / ``davis-kahan``: the
-subspace criterion of ``subspace_tol`` (:func:`chebyshev_subspace`); ``max_matvecs``: the product
+subspace criterion of ``subspace_tol`` on the largest principal angle, ``projector-rms`` /
+``davis-kahan-rms`` the same on the root-mean-square angle (:func:`chebyshev_subspace`);
+``max_matvecs``: the product
 ceiling; ``maxiter``: the outer-step ceiling; ``rank``: LOBPCG's search space collapsed."""
-SUBSPACE_CRITERIA: tuple[str, ...] = ("projector", "davis-kahan", "either")
+SUBSPACE_CRITERIA: tuple[str, ...] = ("projector", "davis-kahan", "either", "rms")
 
 
 def _finish(space: BlockSpace, x: Block, theta: np.ndarray, counter: _Counter, iterations: int,
@@ -549,9 +572,29 @@ def projector_change(space: BlockSpace, now: Sequence[Block], before: Sequence[B
     :math:`\sin\phi_{\max} = \sqrt{1 - \sigma_{\min}^2}`. In float32 blocks the floor is about
     :math:`\sqrt{\epsilon_{32}} \approx 3 \cdot 10^{-4}` (orthonormality to rounding).
     """
+    return subspace_changes(space, now, before)[0]
+
+
+def subspace_changes(space: BlockSpace, now: Sequence[Block], before: Sequence[Block]
+                     ) -> tuple[float, float]:
+    r"""``(max, rms)`` sines of the principal angles :math:`\phi_i` between two orthonormal
+    :math:`(N, m)` bases: :math:`\sin\phi_{\max}` (:func:`projector_change`) and
+    :math:`\sqrt{\tfrac1m\sum_i \sin^2\phi_i} = \lVert\mathbf{P}_t - \mathbf{P}_{t-1}
+    \rVert_F / \sqrt{2m}`, from the singular values :math:`\sigma_i = \cos\phi_i` of
+    :math:`\mathbf{M} = \mathbf{V}_t^\top\mathbf{V}_{t-1}` (:math:`m \times m`, one Gram).
+
+    Why the mean: k-means sees the embedding rows, and the rows' total displacement is
+    :math:`\lVert\sin\Theta\rVert_F` (up to a rotation), so the fraction of nodes that can
+    change cluster scales with :math:`\tfrac1m\sum_i\sin^2\phi_i`, not with the single worst
+    angle (which inside a near-degenerate cluster of eigenvalues may stay large long after the
+    embedding has settled).
+    """
     m = space.gram(list(now), list(before))
-    sigma_min = float(np.linalg.svd(m, compute_uv=False).min()) if m.size else 1.0
-    return math.sqrt(max(0.0, 1.0 - min(sigma_min, 1.0) ** 2))
+    if not m.size:
+        return 0.0, 0.0
+    sigma = np.minimum(np.linalg.svd(m, compute_uv=False), 1.0)
+    sin2 = np.maximum(0.0, 1.0 - sigma ** 2)
+    return math.sqrt(float(sin2.max())), math.sqrt(float(sin2.mean()))
 
 
 def davis_kahan_bound(residuals: np.ndarray, theta_m: float, theta_next: float) -> float:
@@ -615,8 +658,8 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
                        max_matvecs: int | None = None, seed: int = 0,
                        lower: float | None = None, max_amplification: float = 1e4,
                        lanczos_steps: int = 20, subspace_tol: float | None = None,
-                       subspace_criterion: str = "either", progress: bool = False
-                       ) -> BlockResult:
+                       subspace_criterion: str = "either", first_degree: int | None = None,
+                       progress: bool = False) -> BlockResult:
     r"""The ``m`` largest eigenpairs of the deflated :math:`\mathbf{S}` by Chebyshev-filtered
     subspace iteration with Rayleigh-Ritz and locking (module docstring).
 
@@ -633,7 +676,21 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
       (\theta_m - \theta_{m+1}) \le` ``subspace_tol`` (:func:`davis_kahan_bound`, no extra work:
       the residuals are computed anyway; needs ``block > m`` for :math:`\theta_{m+1}`).
 
-    Both measure the subspace k-means sees, not the individual eigenvectors: inside a cluster
+    * ``rms``: the same two estimates per wanted vector, on the root-mean-square principal angle
+      instead of the largest: :math:`\lVert\mathbf{R}\rVert_F / (\sqrt{m}\,(\theta_m -
+      \theta_{m+1}))` (``davis-kahan-rms``) or :math:`\lVert\mathbf{P}_t - \mathbf{P}_{t-1}
+      \rVert_F / \sqrt{2m}` (``projector-rms``, :func:`subspace_changes`). k-means moves a
+      node when its embedding row moves, and the rows' total displacement is
+      :math:`\lVert\sin\Theta\rVert_F`, so this is the clustering-relevant size; the
+      largest angle is set by the single worst direction (the m-th vector against the
+      (m+1)-th) and keeps the solve going long after the clusters have settled.
+
+    The projector estimates are the step between successive bases divided by
+    :math:`1 - 1/T_d(\hat\theta_m)` of the filter between them (:func:`_distance_from_step`):
+    a weak filter (degree 1 near the ceiling, or a hard spectrum) barely moves the basis, and its
+    raw step would look settled.
+
+    All measure the subspace k-means sees, not the individual eigenvectors: inside a cluster
     of nearly equal eigenvalues the vectors may rotate freely while :math:`\mathbf{P}_t` has
     settled. Where the spectrum has no gap at :math:`m` neither fires and the ceiling stops the
     solve. With ``subspace_tol`` the first filter has half the largest degree (a settled
@@ -664,8 +721,11 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
         lanczos_steps (int, optional): steps of the lower-bound estimate (default: ``20``).
         subspace_tol (float, optional): tolerance of the subspace criterion, in
             :math:`(0, 1)` (default: :obj:`None`, off).
-        subspace_criterion (str, optional): ``projector``, ``davis-kahan`` or ``either``
-            (default: ``either``).
+        subspace_criterion (str, optional): ``projector``, ``davis-kahan``, ``either`` (the
+            largest principal angle) or ``rms`` (the root-mean-square one) (default:
+            ``either``).
+        first_degree (int, optional): degree of the first filter with ``subspace_tol``
+            (default: half of ``degree``, at least 2).
         progress (bool, optional): tqdm bar of single-vector products (default: :obj:`False`).
 
     Returns:
@@ -675,6 +735,8 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
     """
     b = _check_block(space, m, block)
     check_subspace_options(subspace_tol, subspace_criterion)
+    if first_degree is not None and first_degree < 1:
+        raise ValueError(f"first_degree must be >= 1 (got {first_degree})")
     with tqdm(total=max_matvecs, desc="chebyshev", unit="matvec", disable=not progress,
               leave=False) as bar:
         counter = _Counter(bar)
@@ -685,7 +747,9 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
         locked_theta: list[np.ndarray] = []
         locked_res: list[np.ndarray] = []
         previous: list[Block] | None = None
-        change = bound = math.nan
+        change = bound = change_rms = bound_rms = math.nan
+        damping = 1.0  # T_d(theta_m mapped) of the last filter: 1 = no damping known
+        history: list[dict[str, Any]] = []
         iterations = 0
         while True:
             need = m - sum(space.cols(q) for q in locked)
@@ -705,11 +769,20 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
                 bound = davis_kahan_bound(np.concatenate([*locked_res, res[:need]]),
                                           float(theta[need - 1]),
                                           float(theta[need]) if need < theta.size else math.inf)
+                bound_rms = bound / math.sqrt(m)
                 wanted = [*locked, space.take(x, np.arange(need))]
+                step = step_rms = math.nan
                 if subspace_criterion != "davis-kahan" and previous is not None:
-                    change = projector_change(space, wanted, previous)
+                    step, step_rms = subspace_changes(space, wanted, previous)
+                    change, change_rms = _distance_from_step(step, damping), \
+                        _distance_from_step(step_rms, damping)
                 previous = wanted
-                reason = _subspace_reason(subspace_criterion, subspace_tol, change, bound)
+                history.append({"matvecs": counter.matvecs, "iteration": iterations,
+                                "step": step, "step_rms": step_rms, "damping": damping,
+                                "change": change, "change_rms": change_rms, "bound": bound,
+                                "bound_rms": bound_rms})
+                reason = _subspace_reason(subspace_criterion, subspace_tol, change, bound,
+                                          change_rms, bound_rms)
             if reason is None and iterations >= maxiter:
                 reason = "maxiter"
             if reason is None and max_matvecs is not None and counter.matvecs >= max_matvecs:
@@ -725,12 +798,17 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
             if g > 1.0:
                 d = max(1, min(degree, int(math.acosh(max_amplification) / math.acosh(g))))
             if subspace_tol is not None:  # the random start's estimate means nothing: the
-                # first filter is half the largest degree, later ones what the estimate needs
-                d = min(d, max(2, degree // 2) if iterations == 0 else _needed_degree(
-                    float(theta[need - 1]), a, upper, bound, change, subspace_tol))
+                # first filter is short (a settled subspace is caught after few products),
+                # later ones what the estimate needs
+                rms = subspace_criterion == "rms"
+                d = min(d, (first_degree or max(2, degree // 2)) if iterations == 0 else
+                        _needed_degree(float(theta[need - 1]), a, upper,
+                                       bound_rms if rms else bound,
+                                       change_rms if rms else change, subspace_tol))
             if max_matvecs is not None:  # do not overshoot the budget by a whole filter
                 left = (max_matvecs - counter.matvecs) // max(space.cols(x), 1)
                 d = max(1, min(d, left))
+            damping = _damping(float(theta[need - 1]), a, upper, d)
             y = _chebyshev_filter(space, x, sx, d, a, upper, top, locked, counter)
             y = orthonormalize(space, y, against=locked, refill_seed=seed + 31 * iterations + 1)
             sy = space.matmul(y)
@@ -746,7 +824,8 @@ def chebyshev_subspace(space: BlockSpace, m: int, *, block: int | None = None,
             vectors, thetas, residuals = space.take(vectors, order), thetas[order], \
                 residuals[order]
         return BlockResult(thetas, vectors, residuals, iterations, counter.products,
-                           counter.matvecs, reason, change, bound)
+                           counter.matvecs, reason, change, bound, change_rms, bound_rms,
+                           history)
 
 
 def check_subspace_options(subspace_tol: float | None, criterion: str = "either") -> None:
@@ -758,13 +837,40 @@ def check_subspace_options(subspace_tol: float | None, criterion: str = "either"
                          f"{', '.join(SUBSPACE_CRITERIA)}")
 
 
-def _subspace_reason(criterion: str, tol: float, change: float, bound: float) -> str | None:
+def _subspace_reason(criterion: str, tol: float, change: float, bound: float,
+                     change_rms: float = math.nan, bound_rms: float = math.nan) -> str | None:
     """The subspace criterion that holds (``None``: none; nan never holds)."""
+    if criterion == "rms":
+        if bound_rms <= tol:
+            return "davis-kahan-rms"
+        return "projector-rms" if change_rms <= tol else None
     if criterion != "projector" and bound <= tol:
         return "davis-kahan"
     if criterion != "davis-kahan" and change <= tol:
         return "projector"
     return None
+
+
+def _damping(theta_m: float, lower: float, upper: float, degree: int) -> float:
+    r""":math:`T_d(\hat\theta_m)`, :math:`\hat\theta_m = (\theta_m - c)/e` on
+    :math:`[a, b]`: the factor by which a degree-:math:`d` filter shrinks the wanted subspace's
+    error (1 when :math:`\theta_m` lies inside the damped interval: no shrinking known)."""
+    g = (theta_m - 0.5 * (upper + lower)) / (0.5 * (upper - lower))
+    return math.cosh(degree * math.acosh(g)) if g > 1.0 else 1.0
+
+
+def _distance_from_step(step: float, damping: float) -> float:
+    r"""The distance to the settled subspace implied by one filter step: a filter that shrinks
+    the error :math:`\eta` to :math:`\eta/T` moves the basis by about :math:`\eta(1 - 1/T)`,
+    so :math:`\eta \approx` ``step`` :math:`/(1 - 1/T)`.
+
+    Why: the raw step size of a weak filter (degree 1 on a hard spectrum, :math:`T` near 1)
+    is tiny however far the subspace still is, and stopping on it stopped the solve wrongly
+    (seen on the generator's graph at 1/8 size: step 0.006 with the Davis-Kahan estimate at 4).
+    ``inf`` when the filter is not known to shrink anything."""
+    if math.isnan(step):
+        return step
+    return step / (1.0 - 1.0 / damping) if damping > 1.0 + 1e-12 else math.inf
 
 
 def _needed_degree(theta_m: float, lower: float, upper: float, bound: float, change: float,
@@ -944,7 +1050,8 @@ def stop_details(result: BlockResult | None) -> dict[str, Any]:
     if result is None:
         return {"stop_reason": "residual"}
     out: dict[str, Any] = {"stop_reason": result.stop_reason}
-    for key in ("subspace_change", "subspace_bound"):
+    for key in ("subspace_change", "subspace_bound", "subspace_change_rms",
+                "subspace_bound_rms"):
         value = getattr(result, key)
         if not math.isnan(value):
             out[key] = float(f"{value:.3e}") if math.isfinite(value) else None

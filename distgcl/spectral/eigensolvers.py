@@ -199,7 +199,8 @@ def smallest_eigenpairs(lap: sp.spmatrix, k: int, *, null_space: np.ndarray | No
                         seed: int = 0, pad: int | None = None, preconditioner: bool = True,
                         progress: bool = False, dtype: np.dtype | type = np.float64,
                         max_matvecs: int | None = None, degree: int = 10,
-                        subspace_tol: float | None = None) -> Eigenpairs:
+                        subspace_tol: float | None = None,
+                        subspace_criterion: str = "either") -> Eigenpairs:
     r"""The :math:`k` smallest eigenpairs of a symmetric normalized Laplacian.
 
     .. math::
@@ -244,6 +245,10 @@ def smallest_eigenpairs(lap: sp.spmatrix, k: int, *, null_space: np.ndarray | No
             :math:`\le` this, :func:`~distgcl.spectral.block.chebyshev_subspace`);
             ``max_matvecs`` stays the ceiling. ``details["stop_reason"]`` says which criterion
             ended a block solve (default: :obj:`None`, off).
+        subspace_criterion (str, optional): ``chebyshev``: what ``subspace_tol`` bounds:
+            ``either`` / ``projector`` / ``davis-kahan`` the largest principal angle, ``rms``
+            the root-mean-square one (what k-means on the embedding sees)
+            (default: ``either``).
 
     Returns:
         Eigenpairs: eigenvalues :math:`(k,)`, eigenvectors :math:`(N, k)` with canonical signs
@@ -263,7 +268,7 @@ def smallest_eigenpairs(lap: sp.spmatrix, k: int, *, null_space: np.ndarray | No
         raise ValueError(f"tol must be > 0 (got {tol})")
     if subspace_tol is not None and solver != "chebyshev":
         raise ValueError(f"subspace_tol needs solver 'chebyshev' (got {solver!r})")
-    check_subspace_options(subspace_tol)
+    check_subspace_options(subspace_tol, subspace_criterion)
     y = np.zeros((n, 0)) if null_space is None else np.asarray(null_space, dtype=np.float64)
     c = y.shape[1]
     lap = sp.csr_matrix(lap)
@@ -292,7 +297,7 @@ def smallest_eigenpairs(lap: sp.spmatrix, k: int, *, null_space: np.ndarray | No
         elif solver in ("chebyshev", "lobpcg-block"):
             vals, vecs, iterations, matvecs, details = _block(
                 lap, y, m, block, tol, maxiter, seed, progress, dtype, solver, max_matvecs,
-                degree, subspace_tol)
+                degree, subspace_tol, subspace_criterion)
         else:
             vals, vecs, iterations = _eigsh(lap, y, m, tol, maxiter, seed, progress, dtype)
     seconds = time.perf_counter() - start
@@ -355,7 +360,7 @@ def _lobpcg_torch(lap: sp.csr_matrix, y: np.ndarray, m: int, block: int, tol: fl
 
 def _block(lap: sp.csr_matrix, y: np.ndarray, m: int, block: int, tol: float, maxiter: int,
            seed: int, progress: bool, dtype: Any, solver: str, max_matvecs: int | None,
-           degree: int, subspace_tol: float | None = None
+           degree: int, subspace_tol: float | None = None, subspace_criterion: str = "either"
            ) -> tuple[np.ndarray, np.ndarray, int, int, dict[str, Any]]:
     from distgcl.spectral.block import (LocalBlockSpace, block_lobpcg, chebyshev_subspace,
                                         stop_details)
@@ -365,7 +370,8 @@ def _block(lap: sp.csr_matrix, y: np.ndarray, m: int, block: int, tol: float, ma
     if solver == "chebyshev":
         res = chebyshev_subspace(space, m, block=block, tol=tol, degree=degree, maxiter=maxiter,
                                  max_matvecs=max_matvecs, seed=seed, progress=progress,
-                                 subspace_tol=subspace_tol)
+                                 subspace_tol=subspace_tol,
+                                 subspace_criterion=subspace_criterion)
     else:
         res = block_lobpcg(space, m, block=block, tol=tol, maxiter=maxiter,
                            max_matvecs=max_matvecs, seed=seed, progress=progress)
