@@ -110,7 +110,7 @@ def linear_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], *, epochs: int 
                  lr: float = 0.01, weight_decay: float = 0.0, eval_every: int = 10,
                  seed: int = 0, multilabel: bool = False, first_slot: int = 0,
                  device: torch.device | str | None = None,
-                 chunk_rows: int = 65536) -> ProbeResult:
+                 chunk_rows: int = 65536, num_classes: int | None = None) -> ProbeResult:
     """Train ``len(splits)`` logistic-regression probes with Adam at once (module docstring).
 
     Args:
@@ -123,6 +123,8 @@ def linear_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], *, epochs: int 
         device: where to train (default: ``z``'s device); the initial weights are drawn on the
             CPU, so a device changes only the floating-point rounding.
         chunk_rows: validation/test logits are computed for at most this many rows at a time.
+        num_classes: single-label outputs (default: ``y.max() + 1``; a subset of the rows
+            may lack the last class).
 
     Memory: O(S M d) for the S training sets of M rows, plus O(chunk_rows C) per check.
     """
@@ -131,7 +133,8 @@ def linear_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], *, epochs: int 
     y = y.to(dev)
     num_seeds, d = len(splits), z.size(1)
     multilabel = multilabel or y.dim() == 2
-    num_out = int(y.size(1)) if multilabel else int(y.max()) + 1
+    num_out = int(y.size(1)) if multilabel else \
+        max(int(y.max()) + 1, int(num_classes or 0))
     train_m, val_m, test_m = (m.to(dev) for m in _stack_masks(splits))
     bound = math.sqrt(6.0 / (d + num_out))  # Xavier-uniform, as PyGCL's LogisticRegression
     inits = [torch.rand(d, num_out, device="cpu", generator=torch.Generator().manual_seed(

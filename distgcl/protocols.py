@@ -35,7 +35,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import torch
 from torch import Tensor
@@ -46,7 +46,7 @@ from distgcl.eval import (DEFAULT_C_GRID, ProbeResult, liblinear_cv_probe, lbfgs
 
 if TYPE_CHECKING:
     from distgcl.config import EvalConfig
-    from distgcl.data import GraphDataset
+    from distgcl.data import DatasetInfo, GraphDataset
 
 SplitRule = Literal["dataset", "pygcl", "train-test", "fixed-else-pygcl"]
 
@@ -157,14 +157,27 @@ def protocol_splits(protocol: Protocol, dataset: GraphDataset, seeds: list[int])
 
 def run_probe(z: Tensor, y: Tensor, splits: list[SplitMasks], protocol: Protocol, *,
               seed: int = 0, multilabel: bool = False,
-              device: torch.device | str | None = None) -> ProbeResult:
-    """``protocol``'s probe on ``z`` (normalized here) over ``splits``."""
-    x = normalize_embeddings(z.detach().float().cpu(), protocol.normalize)
+              device: torch.device | str | None = None,
+              column_stats: tuple[Tensor, Tensor] | None = None,
+              num_classes: int | None = None) -> ProbeResult:
+    """``protocol``'s probe on ``z`` (normalized here) over ``splits``.
+
+    ``z`` may be a subset of the rows (:func:`probe_scored_rows`): ``column_stats`` are then
+    the ``(mean, std)`` over *all* rows, ``[d]`` each, for ``normalize: standardize`` (a
+    subset's own statistics would change the numbers), and ``num_classes`` the classes of the
+    whole graph (the Adam probe's output width, else ``y.max() + 1`` of the rows given)."""
+    x = z.detach().float().cpu()
+    if column_stats is not None and protocol.normalize == "standardize":
+        mean, std = (t.to(x) for t in column_stats)
+        x = (x - mean) / std.clamp_min(1e-8)
+    else:
+        x = normalize_embeddings(x, protocol.normalize)
     multilabel = multilabel or y.dim() == 2
     if protocol.probe == "adam" or multilabel:
         return linear_probe(x, y, splits, epochs=protocol.epochs, lr=protocol.lr,
                             weight_decay=protocol.weight_decay, eval_every=protocol.eval_every,
-                            seed=seed, multilabel=multilabel, device=device)
+                            seed=seed, multilabel=multilabel, device=device,
+                            num_classes=num_classes)
     if protocol.probe == "lbfgs":
         return lbfgs_probe(x, y, splits, c_grid=protocol.c_grid, cv_folds=protocol.cv_folds)
     return liblinear_cv_probe(x, y, splits, c_grid=protocol.c_grid, cv_folds=protocol.cv_folds)
@@ -196,16 +209,69 @@ def probe_embeddings(z: Tensor, dataset: GraphDataset, config: EvalConfig, seed:
     """
     protocol = resolve_protocol(config)
     start = time.perf_counter()
-    splits = protocol_splits(protocol, dataset, [seed * 1000 + s
-                                                 for s in range(config.probe_seeds)])
+    splits = probe_splits(protocol, dataset, config, seed)
     result = run_probe(z, dataset.data.y.cpu(), splits, protocol, seed=seed,
                        multilabel=dataset.multilabel, device=device)
+    return result, _settings(protocol, dataset, splits, result, start)
+
+
+def probe_splits(protocol: Protocol, dataset: GraphDataset | DatasetInfo, config: EvalConfig,
+                 seed: int) -> list[SplitMasks]:
+    """The split of every probe seed of a run with seed ``seed`` (``seed * 1000 + s``)."""
+    return protocol_splits(protocol, dataset, [seed * 1000 + s
+                                               for s in range(config.probe_seeds)])
+
+
+def scored_ids(splits: list[SplitMasks]) -> Tensor:
+    """``[k]`` ascending ids of the nodes some split trains, validates or tests on: the only
+    rows a probe reads."""
+    used = torch.zeros_like(splits[0].train)
+    for s in splits:
+        used |= s.train | s.val | s.test
+    return used.nonzero().view(-1)
+
+
+def restrict_splits(splits: list[SplitMasks], ids: Tensor) -> list[SplitMasks]:
+    """``splits`` over the rows ``ids`` only (masks ``[k]``: row ``j`` is node ``ids[j]``).
+    With ascending ``ids`` every mask lists its nodes in the same order as before, so a probe
+    on the rows ``z[ids]`` computes what it computes on ``z``."""
+    return [SplitMasks(s.train[ids], s.val[ids], s.test[ids]) for s in splits]
+
+
+def probe_scored_rows(rows: Callable[[Tensor], tuple[Tensor, Tensor]],
+                      dataset: GraphDataset | DatasetInfo, config: EvalConfig, seed: int,
+                      device: torch.device | str | None = None,
+                      column_stats: Callable[[], tuple[Tensor, Tensor]] | None = None
+                      ) -> tuple[ProbeResult, dict[str, Any], Tensor]:
+    """:func:`probe_embeddings` reading only the rows it scores: ``rows(ids)`` returns the
+    embedding rows ``[k, d]`` and labels ``[k]`` / ``[k, T]`` of ascending node ids ``ids``
+    (e.g. from an embeddings file and a graph store); ``column_stats()`` the ``(mean, std)``
+    of all rows (needed for ``normalize: standardize`` only). The same result as
+    :func:`probe_embeddings` on the whole ``z``. Returns ``(result, settings, rows read)``."""
+    protocol = resolve_protocol(config)
+    start = time.perf_counter()
+    splits = probe_splits(protocol, dataset, config, seed)
+    ids = scored_ids(splits)
+    z_rows, y_rows = rows(ids)
+    stats = column_stats() if column_stats is not None and \
+        protocol.normalize == "standardize" else None
+    result = run_probe(z_rows, y_rows.cpu(), restrict_splits(splits, ids), protocol, seed=seed,
+                       multilabel=dataset.multilabel, device=device, column_stats=stats,
+                       num_classes=None if dataset.multilabel else dataset.num_classes)
+    settings = _settings(protocol, dataset, splits, result, start)
+    settings["rows_read"] = int(ids.numel())
+    return result, settings, z_rows
+
+
+def _settings(protocol: Protocol, dataset: GraphDataset | DatasetInfo,
+              splits: list[SplitMasks], result: ProbeResult, start: float) -> dict[str, Any]:
     settings = probe_settings(protocol, dataset.multilabel, splits)
     settings["seconds"] = time.perf_counter() - start
     if result.best_c:
         settings["best_c"] = result.best_c
-    return result, settings
+    return settings
 
 
-__all__ = ["PRESETS", "Protocol", "probe_embeddings", "protocol_splits", "pygcl_split",
-           "resolve_protocol", "run_probe", "train_test_split"]
+__all__ = ["PRESETS", "Protocol", "probe_embeddings", "probe_scored_rows", "probe_splits",
+           "protocol_splits", "pygcl_split", "resolve_protocol", "restrict_splits", "run_probe",
+           "scored_ids", "train_test_split"]

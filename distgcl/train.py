@@ -26,6 +26,7 @@ import copy
 import json
 import os
 import random
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,19 +34,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
 from distgcl.checkpoint import atomic_torch_save, atomic_write_text
 from distgcl.health import report_health
 from distgcl.config import Config
-from distgcl.data import GraphDataset, default_cache, load_from_config
+from distgcl.data import DatasetInfo, GraphDataset, default_cache, load_from_config
 from distgcl.eval import clustering_scores
 from distgcl.export import (EMBEDDINGS_FILE, ENCODER_FILE, node_embeddings, save_embeddings,
                             save_encoder)
 from distgcl.memory import PhasePeak, peak_rss_mb
 from distgcl.methods import GraphInfo, Method, TrainingDiverged, build_method
 from distgcl.prefetch import method_batches
-from distgcl.protocols import probe_embeddings
+from distgcl.protocols import probe_embeddings, probe_scored_rows
 from distgcl.runtime import Runtime
 from distgcl.work import Work
 
@@ -55,6 +57,11 @@ NAN_AT_ENV = "DISTGCL_NAN_AT"
 """Test switch: ``rank:step[,...]`` sets that rank's parameters to NaN before that global step."""
 STEP_DELAY_ENV = "DISTGCL_STEP_DELAY"
 """Test/demo switch: sleep this many seconds after every step (a window to kill a process in)."""
+CLUSTER_MAX_ROWS = 100_000
+"""A worker that trained from the graph shards clusters (k-means over all rows, read from
+``embeddings.pt``) only up to this many nodes; beyond, ``metrics.skipped`` says so."""
+HEALTH_ROWS = 100_000
+"""Rows of ``embeddings.pt`` the health check reads on a label-free sharded run."""
 
 
 def seed_everything(seed: int) -> None:
@@ -102,23 +109,84 @@ def _set_rng_state(state: dict[str, Any]) -> str | None:
     return line
 
 
-def write_outputs(method: Method, dataset: GraphDataset, config: Config, out: Path | None,
-                  progress: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
+def write_outputs(method: Method, dataset: GraphDataset | DatasetInfo, config: Config,
+                  out: Path | None, progress: bool = False, store: Any = None
+                  ) -> tuple[torch.Tensor | Path, dict[str, Any]]:
     """The run's product, computed and written once (by the chief): ``embeddings.pt`` (float32
     ``[N, d]``, + ``.npy`` with ``eval.save_embeddings_npy``) and ``encoder.pt``
-    (:mod:`distgcl.export`). Returns the embeddings and what ``result.json`` records of them."""
+    (:mod:`distgcl.export`). Returns the embeddings and what ``result.json`` records of them.
+
+    With ``store`` (the worker trained from the graph shards, no ``Data`` here) the embeddings
+    are computed layer by layer on the shards and streamed into the file
+    (:func:`_write_from_shards`); the file's path is returned instead of a tensor."""
+    if store is not None:
+        return _write_from_shards(method, dataset, config, out, store)
     e, data = config.eval, dataset.data
     z = node_embeddings(method.encoder, data, e.embed_batch_size,
                         progress and 0 < e.embed_batch_size < data.num_nodes)
     outputs: dict[str, Any] = {"embedding_shape": list(z.shape)}
     if out is not None:
-        save_encoder(out / ENCODER_FILE, method.encoder, config.to_dict(), dataset=dataset.name,
-                     num_nodes=data.num_nodes)
-        outputs["encoder"] = ENCODER_FILE
+        outputs.update(_save_encoder(method, dataset, config, out))
         if e.save_embeddings:
             written = save_embeddings(z, out / EMBEDDINGS_FILE, npy=e.save_embeddings_npy)
             outputs["embeddings"] = [p.name for p in written]
     return z, outputs
+
+
+def _save_encoder(method: Method, dataset: GraphDataset | DatasetInfo, config: Config,
+                  out: Path) -> dict[str, Any]:
+    save_encoder(out / ENCODER_FILE, method.encoder, config.to_dict(), dataset=dataset.name,
+                 num_nodes=dataset.num_nodes)
+    return {"encoder": ENCODER_FILE}
+
+
+def _write_from_shards(method: Method, info: DatasetInfo, config: Config, out: Path | None,
+                       store: Any) -> tuple[Path, dict[str, Any]]:
+    """``embeddings.pt`` computed on the shard actors behind ``store`` and written streamed
+    (:func:`distgcl.distributed.inference.sharded_embeddings`: no process holds graph +
+    features + all layers). Without ``eval.save_embeddings`` the file is a temporary one the
+    evaluation reads and :func:`_finish` removes."""
+    from distgcl.distributed.inference import copy_rows, sharded_embeddings, store_shards
+
+    e = config.eval
+    folder = out if out is not None else Path(tempfile.gettempdir())
+    path = folder / (EMBEDDINGS_FILE if e.save_embeddings and out is not None
+                     else f".embeddings-eval-{os.getpid()}-{time.time_ns():x}.pt")
+    start = time.perf_counter()
+    done = sharded_embeddings(store_shards(store), method.encoder, path)
+    outputs: dict[str, Any] = {
+        "embedding_shape": [done.num_nodes, done.dim],
+        "inference": {"backend": "sharded", "shards": len(store.actors),
+                      "shard_calls": done.shard_calls, "max_chunk_rows": done.max_chunk_rows,
+                      "seconds": round(time.perf_counter() - start, 3)}}
+    if out is not None:
+        outputs.update(_save_encoder(method, info, config, out))
+        if e.save_embeddings:
+            written = [path] + ([copy_rows(path, path.with_suffix(".npy"))]
+                                if e.save_embeddings_npy else [])
+            outputs["embeddings"] = [p.name for p in written]
+    return path, outputs
+
+
+def _label_free(name: str) -> dict[str, Any]:
+    reason = "the graph has no labels (data.y)"
+    print(f"distgcl: {name}: {reason}: linear probe and clustering skipped; "
+          f"the embeddings are the result", flush=True)
+    return {"skipped": {"linear_probe": reason, "clustering": reason}}
+
+
+def _probe_metrics(probe: Any, settings: dict[str, Any], multilabel: bool,
+                   skipped: dict[str, str]) -> dict[str, Any]:
+    """What ``result.json`` records of a probe (ROC-AUC for multi-label data, else accuracy)."""
+    metrics: dict[str, Any] = {"probe": settings}
+    if multilabel:
+        metrics.update(rocauc_mean=probe.mean, rocauc_std=probe.std, rocauc_per_seed=probe.scores)
+        skipped["clustering"] = "multi-label data (k-means needs one class per node)"
+    else:
+        metrics.update(accuracy_mean=probe.mean, accuracy_std=probe.std,
+                       accuracy_per_seed=probe.scores)
+        metrics["probe_predicted_classes"] = probe.predicted_classes  # for distgcl.health
+    return metrics
 
 
 def evaluate(method: Method, dataset: GraphDataset, config: Config,
@@ -129,23 +197,14 @@ def evaluate(method: Method, dataset: GraphDataset, config: Config,
     e = config.eval
     data = dataset.data
     if not dataset.has_labels:
-        reason = "the graph has no labels (data.y)"
-        print(f"distgcl: {dataset.name}: {reason}: linear probe and clustering skipped; "
-              f"the embeddings are the result", flush=True)
-        return {"skipped": {"linear_probe": reason, "clustering": reason}}
+        return _label_free(dataset.name)
     skipped: dict[str, str] = {}
     # the split rule, probe and normalization of eval.protocol (distgcl/protocols.py)
     # on the run's device (the encoder's: Ray Train picks the GPU, config.train.device is CPU)
     probe, settings = probe_embeddings(z, dataset, e, config.train.seed,
                                        device=next(method.encoder.parameters()).device)
-    metrics: dict[str, Any] = {"probe": settings}
-    if dataset.multilabel:
-        metrics.update(rocauc_mean=probe.mean, rocauc_std=probe.std, rocauc_per_seed=probe.scores)
-        skipped["clustering"] = "multi-label data (k-means needs one class per node)"
-    else:
-        metrics.update(accuracy_mean=probe.mean, accuracy_std=probe.std,
-                       accuracy_per_seed=probe.scores)
-        metrics["probe_predicted_classes"] = probe.predicted_classes  # for distgcl.health
+    metrics = _probe_metrics(probe, settings, dataset.multilabel, skipped)
+    if not dataset.multilabel:
         if e.clustering:
             metrics.update(clustering_scores(z, data.y.cpu(), dataset.num_classes,
                                              e.clustering_runs, seed=config.train.seed))
@@ -155,6 +214,44 @@ def evaluate(method: Method, dataset: GraphDataset, config: Config,
             metrics["false_negative"] = method.false_negative_diagnostic(data)
     metrics["skipped"] = skipped
     return metrics
+
+
+def evaluate_from_store(method: Method, info: DatasetInfo, config: Config, path: Path,
+                        store: Any) -> tuple[dict[str, Any], torch.Tensor]:
+    """:func:`evaluate` of a worker without the graph: the probe reads only the rows it scores
+    from the embeddings file ``path`` and their labels from ``store``
+    (:func:`~distgcl.protocols.probe_scored_rows`: the numbers :func:`evaluate` gives on the
+    same embeddings). Clustering reads every row (up to :data:`CLUSTER_MAX_ROWS`); the
+    false-negative diagnostic needs the graph and is skipped. Returns the metrics and the
+    rows read (for the health check)."""
+    from distgcl.distributed.inference import column_stats, read_rows
+
+    e = config.eval
+    if not info.has_labels:
+        return _label_free(info.name), read_rows(path, torch.arange(
+            min(info.num_nodes, HEALTH_ROWS)))
+    skipped: dict[str, str] = {}
+    probe, settings, rows = probe_scored_rows(
+        lambda ids: (read_rows(path, ids), store.labels(ids)), info, e, config.train.seed,
+        device=next(method.encoder.parameters()).device,
+        column_stats=lambda: column_stats(path))
+    metrics = _probe_metrics(probe, settings, info.multilabel, skipped)
+    if not info.multilabel:
+        if not e.clustering:
+            skipped["clustering"] = "eval.clustering is false"
+        elif info.num_nodes > CLUSTER_MAX_ROWS:
+            skipped["clustering"] = (f"{info.num_nodes} nodes > {CLUSTER_MAX_ROWS}: k-means over "
+                                     f"every row of the sharded graph is not run")
+        else:
+            ids = torch.arange(info.num_nodes)
+            rows = read_rows(path, ids)
+            metrics.update(clustering_scores(rows, store.labels(ids).cpu(), info.num_classes,
+                                             e.clustering_runs, seed=config.train.seed))
+        if hasattr(method, "false_negative_diagnostic"):
+            skipped["false_negative"] = ("needs the whole graph: this worker trained from the "
+                                         "graph shards and holds no Data")
+    metrics["skipped"] = skipped
+    return metrics, rows
 
 
 def plot_curve(records: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -304,16 +401,59 @@ class _Run:
     config: Config
     out: Path | None
     runtime: Runtime
-    dataset: GraphDataset
-    data: Any
+    dataset: GraphDataset | DatasetInfo
+    """The loaded dataset, or its :class:`DatasetInfo` where the method trains from ``store``."""
+    data: Data | None
+    """The graph on this process's device; None: this worker never loaded it."""
     method: Method
     state: dict[str, Any] | None
     """The checkpoint this run resumes from (None: a fresh start)."""
     prepare_seconds: float
+    store: Any = None
+    """The job's graph store the method trains from instead of ``data`` (None: ``data``)."""
+
+
+def _graph_info(info: DatasetInfo) -> GraphInfo:
+    return GraphInfo(num_nodes=info.num_nodes, num_features=info.num_features,
+                     num_classes=info.num_classes, multilabel=info.multilabel)
+
+
+def _store_info(work: Work) -> DatasetInfo | None:
+    """The graph's :class:`DatasetInfo` when the trainer hands over a graph store with it
+    (the job's shards): then the method may train without the dataset being loaded."""
+    services = work.services
+    return services.dataset_info if services.store is not None else None
+
+
+def _why_load(config: Config, work: Work, method: Method) -> str | None:
+    """Why a worker with ``dist.shards`` loads the graph all the same (None: no shards)."""
+    services = work.services
+    if not config.dist.shards:
+        return None
+    if services.store is None:
+        return "no graph store from the job (the spectral step partitions the graph itself)"
+    if services.dataset_info is None:
+        return "the job's shards came without the dataset's DatasetInfo"
+    return (f"{method.name} as configured cannot train from the graph store "
+            f"(Method.can_train_from_store is false)")
+
+
+def _graph_source(config: Config, runtime: Runtime, work: Work, method: Method,
+                  dataset: GraphDataset | None) -> tuple[GraphDataset | DatasetInfo, Any]:
+    """``(DatasetInfo, store)`` where the built method trains from the trainer's graph store,
+    else ``(the loaded dataset, None)``, saying in one line why a worker with shards loads it."""
+    info = _store_info(work)
+    if dataset is None and info is not None and method.can_train_from_store():
+        return info, work.services.store
+    reason = _why_load(config, work, method)
+    if reason is not None and runtime.is_chief:
+        print(f"distgcl: every worker loads the whole graph: {reason}", flush=True)
+    return (dataset if dataset is not None else _load_dataset(config, runtime)), None
 
 
 def _setup(config: Config, out_dir: str | Path | None, runtime: Runtime | None) -> _Run:
-    """This process's place, the graph on its device, the method with its optimizers, the
+    """This process's place, the graph on its device (or the job's graph store, when the method
+    trains from it: the dataset is then never loaded here), the method with its optimizers, the
     checkpoint to resume from and the method's one-off preparation (E2Neg's spectral step)."""
     t = config.train
     out = Path(out_dir) if out_dir is not None else None
@@ -329,13 +469,14 @@ def _setup(config: Config, out_dir: str | Path | None, runtime: Runtime | None) 
                 services=runtime.graph_services(config, cache_root),
                 sum_over_ranks=runtime.all_reduce_sum)
 
-    dataset = _load_dataset(config, runtime)
-    data = dataset.data.to(device)
-    info = GraphInfo(num_nodes=data.num_nodes, num_features=data.num_features,
-                     num_classes=dataset.num_classes, multilabel=dataset.multilabel)
+    # the method is built from the graph's sizes: the handed-over DatasetInfo, else the dataset
+    loaded = None if _store_info(work) is not None else _load_dataset(config, runtime)
     seed_everything(t.seed)  # identical initial parameters on every rank
-    method = build_method(config, info, work).to(device)
+    method = build_method(config, _graph_info(_store_info(work) if loaded is None
+                                              else loaded.info()), work).to(device)
     method.configure_optimizers()
+    dataset, store = _graph_source(config, runtime, work, method, loaded)
+    data = dataset.data.to(device) if isinstance(dataset, GraphDataset) else None
     seed_model_noise(method)
 
     state = runtime.load_checkpoint() if t.resume else None
@@ -344,7 +485,7 @@ def _setup(config: Config, out_dir: str | Path | None, runtime: Runtime | None) 
     runtime.chief_first(lambda: method.prepare(data, cache_root / "methods" / method.name,
                                                prepared=prepared))
     return _Run(config, out, runtime, dataset, data, method, state,
-                time.perf_counter() - prep_start)
+                time.perf_counter() - prep_start, store)
 
 
 class _EpochLoop:
@@ -499,7 +640,8 @@ def run_training(config: Config, out_dir: str | Path | None = None,
         "rank": runtime.rank, "pid": os.getpid(), "peak_rss_mb": peak_rss_mb(),
         "train_seconds": loop.train_seconds, "anchors": loop.anchors_done,
         "anchors_per_second": (loop.anchors_done / loop.train_seconds
-                               if loop.train_seconds > 0 else None)})
+                               if loop.train_seconds > 0 else None),
+        "loaded_dataset": run.data is not None})
     result = _finish(run, loop, info_by_rank) if runtime.is_chief else {}
     runtime.barrier()
     records = loop.records
@@ -513,8 +655,7 @@ def _finish(run: _Run, loop: _EpochLoop, info_by_rank: list[dict[str, Any]]) -> 
     config, method, dataset, out = run.config, run.method, run.dataset, run.out
     records = loop.records
     eval_start = time.perf_counter()
-    z, outputs = write_outputs(method, dataset, config, out, progress=config.train.progress)
-    metrics = evaluate(method, dataset, config, z)
+    z, metrics, outputs = _outputs_and_metrics(run)
     eval_seconds = time.perf_counter() - eval_start
     epoch_seconds = sum(r["seconds"] for r in records)
     result: dict[str, Any] = {
@@ -535,9 +676,12 @@ def _finish(run: _Run, loop: _EpochLoop, info_by_rank: list[dict[str, Any]]) -> 
                                                  for r in info_by_rank)},
         "epochs_run": len(records),
         "outputs": outputs,
+        "graph": {"backend": "sharded" if run.store is not None else "local",
+                  "worker_loaded_dataset": any(r["loaded_dataset"] for r in info_by_rank)},
         **run.runtime.worker_info(),
     }
-    result["health"] = report_health(z, metrics, dataset.num_classes)  # one line if bad
+    # one line if bad (a worker without the graph: over the rows its evaluation read)
+    result["health"] = report_health(z, metrics, dataset.num_classes)
     if hasattr(method, "describe"):  # method-specific statistics (E2Neg: centres, purity)
         result["method_info"] = method.describe()
     if out is not None:
@@ -545,6 +689,22 @@ def _finish(run: _Run, loop: _EpochLoop, info_by_rank: list[dict[str, Any]]) -> 
         if records:
             plot_curve(records, out / "training_curve.png", f"{config.method} on {dataset.name}")
     return result
+
+
+def _outputs_and_metrics(run: _Run) -> tuple[torch.Tensor, dict[str, Any], dict[str, Any]]:
+    """``(embeddings or the rows of them evaluation read, metrics, outputs)``: the files
+    written, then the evaluation, from the graph in this process or from the shards."""
+    config, method, dataset = run.config, run.method, run.dataset
+    z, outputs = write_outputs(method, dataset, config, run.out,
+                               progress=config.train.progress, store=run.store)
+    if run.store is None:
+        return z, evaluate(method, dataset, config, z), outputs
+    try:
+        metrics, rows = evaluate_from_store(method, dataset, config, z, run.store)
+    finally:
+        if "embeddings" not in outputs:  # a temporary file only the evaluation read
+            z.unlink(missing_ok=True)
+    return rows, metrics, outputs
 
 
 def _diverged(runtime: Runtime, method: Method, snapshot: _Snapshot, out: Path | None,

@@ -316,5 +316,67 @@ def probe_rows(path: str | Path, ids: Any, actors: Sequence[Any], bounds: Sequen
     return read_rows(path, idx), sampler.labels(idx)
 
 
-__all__ = ["InferenceResult", "RowFile", "encoder_state", "probe_rows", "read_rows",
-           "run_layers", "sharded_embeddings"]
+# ----------------------------------------------------------------------------- a worker's view
+
+def store_shards(store: Any) -> Any:
+    """The shard actors behind a :class:`~distgcl.store.ShardedGraphStore` (the job's, as a
+    training worker holds them) as what :func:`sharded_embeddings` drives: an
+    :class:`~distgcl.distributed.services.AttachedShards` (never started nor stopped here)."""
+    from distgcl.distributed.partition import load_manifest
+    from distgcl.distributed.services import AttachedShards
+
+    if getattr(store, "manifest_path", None) is None:
+        raise ValueError("the graph store does not name its partition (manifest_path): "
+                         "inference over the shards needs it")
+    # a layer of a large graph may take longer than one sampling round (the store's timeout)
+    return AttachedShards(list(store.actors), load_manifest(store.manifest_path), "float32",
+                          max(600.0, float(getattr(store, "timeout", 0.0))))
+
+
+def _row_chunks(path: str | Path, chunk_rows: int) -> Iterator[tuple[np.ndarray, Tensor]]:
+    """``(ids, rows)`` of an embeddings file, ``chunk_rows`` rows at a time."""
+    n = _num_rows(path)
+    for lo in range(0, n, chunk_rows):
+        ids = np.arange(lo, min(lo + chunk_rows, n))
+        yield ids, read_rows(path, ids)
+
+
+def _num_rows(path: str | Path) -> int:
+    path = Path(path)
+    if path.suffix == ".npy":
+        return int(np.load(path, mmap_mode="r").shape[0])
+    return int(torch.load(path, mmap=True, weights_only=True, map_location="cpu").shape[0])
+
+
+def column_stats(path: str | Path, chunk_rows: int = 65536) -> tuple[Tensor, Tensor]:
+    r"""``(mean, std)`` ``[d]`` of the columns of an embeddings file, read in chunks:
+    :math:`\mu = rac1N\sum_i z_i`, :math:`\sigma = \sqrt{rac{1}{N-1}\sum_i (z_i-\mu)^2}`
+    (``torch.std``'s unbiased rule), summed in float64 (two passes: no cancellation)."""
+    total, count = None, 0
+    for _, rows in _row_chunks(path, chunk_rows):
+        part = rows.double().sum(0)
+        total, count = (part if total is None else total + part), count + rows.shape[0]
+    if total is None:
+        raise ValueError(f"{path} has no rows")
+    mean = total / count
+    sq = sum((rows.double() - mean).pow(2).sum(0) for _, rows in _row_chunks(path, chunk_rows))
+    std = (sq / max(count - 1, 1)).sqrt()
+    return mean.float(), std.float()
+
+
+def copy_rows(src: str | Path, dst: str | Path, chunk_rows: int = 65536) -> Path:
+    """Copy an embeddings file into another format (``.pt`` <-> ``.npy``), streamed."""
+    n = _num_rows(src)
+    dim = int(read_rows(src, [0]).shape[1]) if n else 0
+    writer = RowFile(dst, n, dim)
+    try:
+        for ids, rows in _row_chunks(src, chunk_rows):
+            writer.write(ids, rows.numpy())
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+__all__ = ["InferenceResult", "RowFile", "column_stats", "copy_rows", "encoder_state",
+           "probe_rows", "read_rows", "run_layers", "sharded_embeddings", "store_shards"]
