@@ -15,7 +15,7 @@ full-batch loss exactly.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -359,18 +359,149 @@ def _symmetric_sums(uv: NMLTerms, vu: NMLTerms) -> Tensor:
 
 def _nml_block(u: Tensor, v: Tensor, metric: MetricFactors, anchor_ids: NodeIds,
                candidate_ids: NodeIds, tau: float, c: float, include_positive: bool,
-               alpha: float | None) -> Tensor:
-    """Sum over a block of anchors of the symmetric per-anchor NML loss, plus the parts' sums."""
-    mask = None if include_positive else _self_mask(anchor_ids, candidate_ids)  # [B, K]
+               alpha: float | None, logits: "BlockLogits | None" = None) -> Tensor:
+    """Sum over a block of anchors of the symmetric per-anchor NML loss, plus the parts' sums
+    (:class:`_NMLRowTerms` per direction; ``logits``: precomputed :func:`nml_block_logits`)."""
+    if logits is None:
+        logits = nml_block_logits(u, v, anchor_ids, candidate_ids, tau)
+    invalid = None if include_positive else _self_pairs(anchor_ids, candidate_ids)
     f = metric.index(anchor_ids, candidate_ids)
-    out = []
-    for a, p, fa, fc in ((u, v, f.anchor_u, f.candidate_v),  # U->V then V->U
-                         (v, u, f.anchor_v, f.candidate_u)):
-        out.append(nml_direction_loss(a[anchor_ids], p[anchor_ids], p[candidate_ids],
-                                      metric_logits(fa, fc), tau, c, candidate_mask=mask,
-                                      count_positive=include_positive, alpha=alpha))
-    (uv, vu) = out
+    (uv, vu) = (_block_terms(pos, neg, metric_logits(fa, fc), invalid, c, include_positive,
+                             alpha)
+                for (pos, neg), fa, fc in ((logits.uv, f.anchor_u, f.candidate_v),  # U->V
+                                           (logits.vu, f.anchor_v, f.candidate_u)))  # V->U
     return _symmetric_sums(uv, vu)
+
+
+class BlockLogits(NamedTuple):
+    r"""The InfoNCE logits of a mini-batch block, both directions: ``(pos, neg)`` with
+    ``pos`` :math:`(B,)` = :math:`s(a_i, p_i)/\tau` and ``neg`` :math:`(B, K)` =
+    :math:`s(a_i, c_j)/\tau` (:func:`nml_block_logits`)."""
+
+    uv: tuple[Tensor, Tensor]
+    vu: tuple[Tensor, Tensor]
+
+
+def nml_block_logits(u: Tensor, v: Tensor, anchor_ids: NodeIds, candidate_ids: NodeIds,
+                     tau: float) -> BlockLogits:
+    r"""InfoNCE logits of the NML block loss, U->V (anchors ``u[anchor_ids]``, positives and
+    candidates from ``v``) and V->U. They depend on the embeddings only, not on the NMN: the
+    :math:`T_M` inner steps (embeddings fixed) compute them once (:meth:`NML.bilevel_step`).
+
+    :math:`1/\tau` is folded into the :math:`(B, d)` anchor factor instead of dividing the
+    :math:`(B, K)` product (one :math:`B \times K` pass fewer, forward and backward; equal up to
+    float rounding).
+    """
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0 (got {tau})")
+    out = []
+    for a, p in ((u, v), (v, u)):
+        anchor = F.normalize(a[anchor_ids], dim=-1)
+        cand = F.normalize(p[candidate_ids], dim=-1)
+        pos = (anchor * F.normalize(p[anchor_ids], dim=-1)).sum(-1) / tau  # [B]
+        scaled = anchor / tau
+        neg = scaled @ cand.t() if cand.dim() == 2 else torch.einsum("bd,bkd->bk", scaled, cand)
+        out.append((pos, neg))
+    return BlockLogits(*out)
+
+
+def _self_pairs(anchor_ids: NodeIds, candidate_ids: NodeIds) -> tuple[Tensor, Tensor]:
+    """``(rows, cols)`` of the block entries whose candidate is the anchor itself (few: at most
+    one per anchor for distinct candidates), instead of a dense ``[B, K]`` mask."""
+    pairs = (~_self_mask(anchor_ids, candidate_ids)).nonzero()
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _block_terms(pos: Tensor, neg: Tensor, metric: Tensor,
+                 invalid: tuple[Tensor, Tensor] | None, c: float, count_positive: bool,
+                 alpha: float | None) -> NMLTerms:
+    """:func:`_nml_terms` for a block whose invalid candidates are the few ``invalid`` entries,
+    through the fused :class:`_NMLRowTerms` (same values up to float rounding)."""
+    b, k = metric.shape
+    n = metric.new_full((b,), float(k))
+    rows, cols = invalid if invalid is not None else (pos.new_zeros(0, dtype=torch.long),) * 2
+    if rows.numel():
+        n = n - torch.bincount(rows, minlength=b).to(n.dtype)
+        if not bool((n > 0).all()):  # an anchor without candidates: the general path's zeros
+            mask = torch.ones(b, k, dtype=torch.bool, device=metric.device)
+            mask[rows, cols] = False
+            return _nml_terms(pos, neg, metric, c, mask, count_positive, alpha)
+    scale = (n - 1).clamp_min(0) if count_positive else n  # [B]
+    ce, kl = _NMLRowTerms.apply(pos, neg, metric, rows, cols, n, torch.log(scale))
+    a = scale * c if alpha is None else torch.full_like(scale, alpha)
+    return NMLTerms(ce + a * kl, ce, kl)
+
+
+def _lse_from_softmax(x: Tensor, p: Tensor) -> Tensor:
+    r"""Row-wise :math:`\mathrm{LSE}_j x_{ij}` from ``p = softmax(x)``: the row maximum of
+    :math:`p` is :math:`e^{0}/\sum_j e^{x_{ij} - M_i}`, so :math:`\mathrm{LSE}_i = M_i - \log
+    \max_j p_{ij}` (two max passes instead of torch.logsumexp's subtract, exp and sum;
+    :math:`\max_j p_{ij} \ge 1/K`, no underflow)."""
+    return x.amax(dim=1) - torch.log(p.amax(dim=1))
+
+
+class _NMLRowTerms(torch.autograd.Function):
+    r"""Per-anchor weighted InfoNCE and KL of one NML direction, fused (forward and backward).
+
+    With :math:`\mathcal{C}_i` the valid candidates (all but the ``invalid`` entries),
+    :math:`p^m = \mathrm{softmax}_{\mathcal{C}_i}(\mathrm{metric})`,
+    :math:`p^z = \mathrm{softmax}_{\mathcal{C}_i}(\mathrm{neg} + \mathrm{metric})`,
+    :math:`R_i = \mathrm{LSE}(\mathrm{neg} + \mathrm{metric}) + \log s_i -
+    \mathrm{LSE}(\mathrm{metric})`:
+
+    .. math::
+        \mathrm{ce}_i = \log(e^{\mathrm{pos}_i} + e^{R_i}) - \mathrm{pos}_i, \qquad
+        \mathrm{kl}_i = -\log n_i - \tfrac{1}{n_i}\textstyle\sum_{j \in \mathcal{C}_i}
+        \mathrm{metric}_{ij} + \mathrm{LSE}(\mathrm{metric}),
+
+    and with :math:`q_i = \sigma(R_i - \mathrm{pos}_i)`, :math:`a_i = \bar g^{ce}_i q_i`:
+    :math:`\partial/\partial\mathrm{pos} = -a`, :math:`\partial/\partial\mathrm{neg} =
+    a\,p^z`, :math:`\partial/\partial\mathrm{metric} = a\,p^z + (\bar g^{kl} - a)\,p^m -
+    \bar g^{kl}/n` (0 on invalid entries).
+
+    Why our own function: autograd through masked_fill + logsumexp + logaddexp keeps about
+    twenty :math:`B \times K` passes per direction (masks, exps, their backward); here the
+    exponentials are two fused softmaxes, the mask is a handful of scattered entries, and the
+    backward is three passes. Shapes: ``pos``, ``n``, ``log_scale`` :math:`(B,)`; ``neg``,
+    ``metric`` :math:`(B, K)`; ``rows, cols`` the invalid entries; out: two :math:`(B,)`.
+    Every row needs a valid candidate (:func:`_block_terms` checks).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, pos: Tensor, neg: Tensor, metric: Tensor, rows: Tensor, cols: Tensor,
+                n: Tensor, log_scale: Tensor) -> tuple[Tensor, Tensor]:
+        m = metric.clone()
+        metric_sum = metric.sum(dim=1)
+        if rows.numel():
+            m[rows, cols] = float("-inf")
+            metric_sum = metric_sum.index_add(0, rows, metric[rows, cols], alpha=-1)
+        z = neg + m  # [B, K], -inf on invalid entries
+        pm, pz = torch.softmax(m, dim=1), torch.softmax(z, dim=1)
+        lse_m = _lse_from_softmax(m, pm)
+        shift = _lse_from_softmax(z, pz) + log_scale - lse_m - pos  # R - pos
+        ce = F.softplus(shift)  # log(e^pos + e^R) - pos
+        kl = -torch.log(n) - metric_sum / n + lse_m
+        ctx.save_for_backward(pz, pm, shift, n, rows, cols)
+        return ce, kl
+
+    @staticmethod
+    def backward(ctx: Any, g_ce: Tensor | None, g_kl: Tensor | None
+                 ) -> tuple[Tensor | None, ...]:
+        pz, pm, shift, n, rows, cols = ctx.saved_tensors
+        zero = shift.new_zeros(shift.shape)
+        g_ce = zero if g_ce is None else g_ce
+        g_kl = zero if g_kl is None else g_kl
+        a = g_ce * torch.sigmoid(shift)  # [B]
+        need_pos, need_neg, need_metric = ctx.needs_input_grad[:3]
+        g_neg = pz * a.unsqueeze(1) if (need_neg or need_metric) else None
+        g_metric = None
+        if need_metric:
+            g_metric = torch.addcmul(g_neg, pm, (g_kl - a).unsqueeze(1))
+            g_metric.sub_((g_kl / n).unsqueeze(1))
+            if rows.numel():
+                g_metric[rows, cols] = 0.0
+        return (-a if need_pos else None, g_neg if need_neg else None, g_metric,
+                None, None, None, None)
 
 
 def _nml_full_square(u: Tensor, v: Tensor, metric: MetricFactors, tau: float, c: float,
@@ -402,8 +533,8 @@ def _nml_full_square(u: Tensor, v: Tensor, metric: MetricFactors, tau: float, c:
 def nml_loss(u: Tensor, v: Tensor, metric: MetricFactors, tau: float, c: float, *,
              anchor_ids: OptTensor = None, candidate_ids: OptTensor = None,
              include_positive: bool = False, alpha: float | None = None,
-             chunk_size: int | None = None, normalizer: int | None = None
-             ) -> tuple[Tensor, dict[str, Tensor]]:
+             chunk_size: int | None = None, normalizer: int | None = None,
+             logits: BlockLogits | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     r"""The symmetric NML-GCL objective (Eq. 7 of the paper), one code path for every mode.
 
     .. math::
@@ -447,6 +578,10 @@ def nml_loss(u: Tensor, v: Tensor, metric: MetricFactors, tau: float, c: float, 
         normalizer (int, optional): divide the anchors' summed terms by this instead of the
             number of anchors: the global anchor count of a data-parallel step, so the ranks'
             losses add up (default: :obj:`None`).
+        logits (BlockLogits, optional): :func:`nml_block_logits` of these ``u, v``, anchors,
+            candidates and ``tau``, computed earlier: the inner steps of the bi-level schedule
+            reuse them (the embeddings are fixed there). Mini-batch, unchunked only
+            (default: :obj:`None`, computed here).
 
     Returns:
         (Tensor, dict): the scalar loss and detached means ``info_nce``, ``kl`` of the parts.
@@ -463,10 +598,14 @@ def nml_loss(u: Tensor, v: Tensor, metric: MetricFactors, tau: float, c: float, 
     if cands.dim() == 2 and cands.size(0) != anchors.numel():
         raise ValueError("per-anchor candidate_ids must have one row per anchor")
     b = anchors.numel()
-    if anchor_ids is None and candidate_ids is None and (chunk_size is None or chunk_size >= b):
+    full = anchor_ids is None and candidate_ids is None
+    if logits is not None and (full or (chunk_size is not None and chunk_size < b)):
+        raise ValueError("nml_loss: precomputed logits need anchor_ids or candidate_ids and no "
+                         "chunking (the unchunked block path)")
+    if full and (chunk_size is None or chunk_size >= b):
         sums = _nml_full_square(u, v, metric, tau, c, include_positive, alpha)
     elif chunk_size is None or chunk_size >= b:
-        sums = _nml_block(u, v, metric, anchors, cands, tau, c, include_positive, alpha)
+        sums = _nml_block(u, v, metric, anchors, cands, tau, c, include_positive, alpha, logits)
     else:
         sums = u.new_zeros(3)
         for start in range(0, b, chunk_size):

@@ -297,3 +297,74 @@ def test_signed_metric_learns_the_sign_at_the_uniform_start():
     assert abs(parts["kl"].item()) < 1e-12
     (grad,) = torch.autograd.grad(loss, [net.scale])
     assert grad.item() > 1e-3
+
+
+def _reference_block(u, v, metric, anchors, cands, tau, c, include_positive, alpha):
+    """The block loss through the general masked path (cosine_logits + _nml_terms, autograd)."""
+    from distgcl.losses import _nml_terms, _self_mask, _symmetric_sums, cosine_logits
+    from distgcl.nn.nmn import metric_logits
+
+    mask = None if include_positive else _self_mask(anchors, cands)
+    f = metric.index(anchors, cands)
+    terms = [_nml_terms(*cosine_logits(a[anchors], p[anchors], p[cands], tau),
+                        metric_logits(fa, fc), c, mask, include_positive, alpha)
+             for a, p, fa, fc in ((u, v, f.anchor_u, f.candidate_v),
+                                  (v, u, f.anchor_v, f.candidate_u))]
+    return _symmetric_sums(*terms)
+
+
+@pytest.mark.parametrize("include_positive, alpha, per_anchor",
+                         [(False, None, False), (True, None, False), (False, 3.0, False),
+                          (False, None, True)])
+def test_fused_block_terms_match_masked_autograd_path(include_positive, alpha, per_anchor):
+    """_NMLRowTerms (fused softmaxes, hand-written backward) = the masked autograd path, values
+    and gradients to encoder and NMN, with anchors among the candidates (and a duplicate)."""
+    from distgcl.losses import _nml_block
+
+    u, v = _views(3)
+    nmn = SignedNegativeMetricNetwork(D, scale_init=1.5).double().eval()  # no RReLU noise
+    anchors = torch.tensor([0, 3, 5, 7, 8])
+    cands = torch.tensor([[1, 3, 3, 5, 9, 11, 0]] * 5) if per_anchor else \
+        torch.tensor([1, 3, 3, 5, 9, 11, 0])  # 3 twice: anchor 3 loses two columns
+    grads = []
+    for fn in (_nml_block, _reference_block):
+        uu, vv = u.clone().requires_grad_(), v.clone().requires_grad_()
+        nmn.zero_grad()
+        sums = fn(uu, vv, nmn(uu, vv), anchors, cands, 0.4, 0.2, include_positive, alpha)
+        (sums[0] + 0.3 * sums[1] - 0.7 * sums[2]).backward()  # every output's gradient used
+        grads.append([sums.detach(), uu.grad, vv.grad] + [p.grad.clone() for p in nmn.parameters()])
+    for new, ref in zip(*grads):
+        assert torch.allclose(new, ref, atol=1e-10, rtol=1e-9), (new - ref).abs().max()
+
+
+def test_fused_block_terms_gradcheck_and_anchor_without_candidates():
+    from distgcl.losses import _NMLRowTerms, _block_terms
+
+    g = torch.Generator().manual_seed(1)
+    pos, neg, met = (torch.randn(s, generator=g, dtype=torch.float64, requires_grad=True)
+                     for s in ((4,), (4, 5), (4, 5)))
+    rows, cols = torch.tensor([0, 2, 2]), torch.tensor([1, 0, 4])
+    n = torch.tensor([4.0, 5.0, 3.0, 5.0], dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda p, z, m: _NMLRowTerms.apply(p, z, m, rows, cols, n, torch.log(n)), (pos, neg, met))
+    # anchor 1 has no valid candidate: the general path's zero terms, finite gradients
+    rows1, cols1 = torch.tensor([1, 1, 1, 1, 1]), torch.arange(5)
+    terms = _block_terms(pos, neg, met, (rows1, cols1), 0.1, False, None)
+    assert terms.loss[1] == 0 and torch.isfinite(terms.loss).all()
+    terms.loss.sum().backward()
+    assert torch.isfinite(met.grad).all() and (met.grad[1] == 0).all()
+
+
+def test_precomputed_logits_give_the_same_loss_and_only_on_the_block_path():
+    from distgcl.losses import nml_block_logits
+
+    u, v = _views(4)
+    nmn = NegativeMetricNetwork(D).double().eval()
+    anchors, cands = torch.tensor([0, 2, 4, 6]), torch.tensor([1, 2, 3, 9, 10])
+    logits = nml_block_logits(u, v, anchors, cands, 0.5)
+    a, _ = nml_loss(u, v, nmn(u, v), 0.5, 0.1, anchor_ids=anchors, candidate_ids=cands)
+    b, _ = nml_loss(u, v, nmn(u, v), 0.5, 0.1, anchor_ids=anchors, candidate_ids=cands,
+                    logits=logits)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="precomputed logits"):
+        nml_loss(u, v, nmn(u, v), 0.5, 0.1, logits=logits)

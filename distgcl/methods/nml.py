@@ -56,7 +56,7 @@ from torch_geometric.data import Data
 
 from distgcl.augment import augment_view
 from distgcl.config import Config, ConfigError, check_at_least, check_positive
-from distgcl.losses import nml_loss
+from distgcl.losses import BlockLogits, nml_block_logits, nml_loss
 from distgcl.methods import register_method
 from distgcl.methods.base import GraphInfo, Method
 from distgcl.methods.bilevel import bilevel_step
@@ -316,15 +316,18 @@ class NML(Method):
 
     def loss(self, u: Tensor, v: Tensor, anchor_ids: NodeIds | None = None,
              candidate_ids: NodeIds | None = None, *, metric_input_detached: bool = False,
-             normalizer: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """The NML loss of embeddings ``u, v`` with the current NMN (both modes)."""
+             normalizer: int | None = None, logits: BlockLogits | None = None
+             ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The NML loss of embeddings ``u, v`` with the current NMN (both modes);
+        ``logits``: their :func:`~distgcl.losses.nml_block_logits`, if computed already."""
         c = self.cfg
         mu, mv = (u.detach(), v.detach()) if metric_input_detached else (u, v)
         metric = self.module("nmn")(mu, mv)
         chunk = c.chunk_size if (c.mode == "full" and c.chunk_size > 0) else None
         return nml_loss(u, v, metric, c.tau, c.c, anchor_ids=anchor_ids,
                         candidate_ids=candidate_ids, include_positive=c.include_positive,
-                        alpha=self._alpha(), chunk_size=chunk, normalizer=normalizer)
+                        alpha=self._alpha(), chunk_size=chunk, normalizer=normalizer,
+                        logits=logits)
 
     def training_step(self, batch: Any) -> dict[str, float]:
         """One outer step: T_M NMN updates, then one encoder update (see the module docs)."""
@@ -352,10 +355,22 @@ class NML(Method):
                      candidate_ids: NodeIds | None = None, *,
                      normalizer: int | None = None) -> dict[str, float]:
         """T_M NMN steps on detached ``u, v``, then one encoder step
-        (:func:`distgcl.methods.bilevel.bilevel_step`)."""
+        (:func:`distgcl.methods.bilevel.bilevel_step`). Mini-batch: the InfoNCE logits of the
+        fixed embeddings are computed once for the T_M inner steps (only the NMN changes there)."""
+        block = candidate_ids is not None and anchor_ids is not None
+        fixed: list[tuple[Tensor, Tensor, BlockLogits]] = []  # (u, v, their logits)
+
+        def logits_of(uu: Tensor, vv: Tensor) -> BlockLogits | None:
+            if not block or uu.requires_grad or vv.requires_grad:
+                return None  # the encoder step: the logits carry the encoder's gradient
+            if not fixed or fixed[0][0] is not uu or fixed[0][1] is not vv:
+                fixed[:] = [(uu, vv, nml_block_logits(uu, vv, anchor_ids, candidate_ids,
+                                                      self.cfg.tau))]
+            return fixed[0][2]
+
         def loss(uu: Tensor, vv: Tensor, detached: bool) -> tuple[Tensor, dict[str, Tensor]]:
             return self.loss(uu, vv, anchor_ids, candidate_ids, metric_input_detached=detached,
-                             normalizer=normalizer)
+                             normalizer=normalizer, logits=logits_of(uu, vv))
 
         return bilevel_step(u, v, loss, encoder_opt=self.optimizers["encoder"],
                             metric_opt=self.optimizers.get("nmn"),

@@ -1,16 +1,12 @@
 """The job driver's streamed partition (distgcl.data.sources.graph_source +
 stream_partition): the same shards, array by array, as partition_graph on the dataset that
-load_from_config gives the local backend, and the same DatasetInfo; JobShards.start streams
-where it can and records how.
-
-The last test starts Ray (once, on 127.0.0.1); run the module inside a private network namespace:
-
-    unshare -n sh -c 'ip link set lo up; python -m pytest tests/distributed/test_job_shards_source.py'
+load_from_config gives the local backend, and the same DatasetInfo; partition_for_job streams
+where it can and says how. (JobShards.start on the streamed path, with Ray, runs in
+tests/distributed/test_worker_from_shards.py: its handoff records ``partitioned_from: stream``.)
 """
 from __future__ import annotations
 
 import dataclasses
-import pickle
 
 import numpy as np
 import pytest
@@ -170,30 +166,3 @@ def test_partition_for_job_streams_when_it_can(tmp_path, capsys):
     assert how == "loaded" and small.num_nodes == small_info.num_nodes == 200
     out = capsys.readouterr().out
     assert out.count("the driver loads csbm whole") == 1 and "loads file" not in out
-
-
-def test_job_shards_start_streams_and_records_it(tmp_path):
-    """JobShards.start on a file graph: streamed, recorded in the handoff with the driver's
-    peak RSS; the workers' store answers with the loaded dataset's (normalized) features."""
-    ray = pytest.importorskip("ray")
-    from distgcl.distributed.services import JobShards, graph_services_from_handoff
-
-    path = _file_graph(tmp_path / "g.pt", labels="masks")
-    config = _config("method=nml", "dist.shards=2", "data.name=file", f"data.path={path}",
-                     "data.normalize_features=true")
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             _temp_dir="/tmp/ray-jobsrc", log_to_driver=False, configure_logging=False)
-    try:
-        job = JobShards.start(config, tmp_path)
-        try:
-            handoff = pickle.loads(pickle.dumps(job.handoff()))  # what travels to the workers
-            store = graph_services_from_handoff(handoff, 2, tmp_path).store
-            data = load_from_config(config.data, seed=0).data
-            ids = torch.tensor([490, 0, 77, 3])
-            assert torch.equal(store.features(ids), data.x[ids])
-        finally:
-            job.shutdown()
-    finally:
-        ray.shutdown()
-    assert handoff["partitioned_from"] == "stream" and handoff["driver_peak_rss_mb"] > 0
-    assert handoff["dataset_info"].split == "file" and handoff["num_classes"] == 4

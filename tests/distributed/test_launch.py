@@ -87,7 +87,9 @@ def _wait_for_job_agent(ray_bin: str, address: str, env: dict[str, str],
 def _stop_head(proc: subprocess.Popen, temp: str) -> None:
     os.killpg(proc.pid, signal.SIGTERM)  # `ray start --block` stops its processes on TERM
     try:
-        proc.wait(timeout=60)
+        # it rarely finishes within a minute (the CI's durations: 60 s, then the KILL): 10 s,
+        # then the KILL of the whole session, as before
+        proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
     shutil.rmtree(temp, ignore_errors=True)

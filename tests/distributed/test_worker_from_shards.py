@@ -10,6 +10,7 @@ Ray runs once for the module on 127.0.0.1; run it inside a private network names
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -164,6 +165,8 @@ def one_shard(ray_session, graph_file, tmp_path_factory):
     shards = JobShards.start(_config(graph_file, tmp, "p1", "dist.shards=1"), tmp / "cache")
 
     class ShardRuntime(Runtime):
+        handoff = shards.handoff()
+
         def graph_services(self, config, cache_root):  # type: ignore[no-untyped-def]
             return graph_services_from_handoff(shards.handoff(), 1, cache_root)
 
@@ -182,6 +185,10 @@ def test_one_shard_run_equals_the_local_run(graph_file, one_shard):
                            runtime(tmp / "p1"))
     assert local["graph"] == {"backend": "local", "worker_loaded_dataset": True}
     assert sharded["graph"] == {"backend": "sharded", "worker_loaded_dataset": False}
+    # the driver streamed the file graph into the shard (no process loaded it) and says so
+    handoff = pickle.loads(pickle.dumps(runtime.handoff))  # what travels to the workers
+    assert handoff["partitioned_from"] == "stream" and handoff["driver_peak_rss_mb"] > 0
+    assert handoff["dataset_info"].split == "file"
     losses = [json.loads(line)["loss"] for run in ("local", "p1")
               for line in (tmp / run / "metrics.jsonl").read_text().splitlines()]
     assert losses[:len(losses) // 2] == losses[len(losses) // 2:]

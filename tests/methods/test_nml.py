@@ -260,3 +260,36 @@ def test_signed_metric_down_weights_planted_false_negatives_faithful_does_not(me
         assert "metric_scale" not in out
         assert out["mean_weight_same_class"] > out["mean_weight_other_class"]
         assert out["rocauc_neg_m"] < 0.5
+
+
+@pytest.mark.parametrize("grad_to_encoder", ["true", "false"])
+def test_inner_steps_reuse_logits_with_the_same_numbers(grad_to_encoder, monkeypatch):
+    """The T_M inner steps compute the InfoNCE logits of the fixed embeddings once (not in the
+    encoder step, whose gradient flows through them): same losses and parameters as computing
+    them in every call."""
+    import distgcl.methods.nml as nml_module
+
+    data, calls = _data(), []
+    real = nml_module.nml_block_logits
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    runs = []
+    for reuse in (True, False):
+        method = _method(*MINI, "nml.inner_steps=3",
+                         f"nml.metric_grad_to_encoder={grad_to_encoder}")
+        if not reuse:  # every call computes its own logits, as before the cache
+            method.loss = lambda *a, _loss=method.loss, **k: _loss(*a, **{**k, "logits": None})
+        monkeypatch.setattr(nml_module, "nml_block_logits", counted)
+        calls.clear()
+        torch.manual_seed(5)
+        stats = [method.training_step(b) for b in method.batches(data, 1)]
+        runs.append((stats, [p.detach().clone() for p in method.parameters()], len(calls)))
+    (s_a, p_a, n_a), (s_b, p_b, _) = runs
+    assert n_a == len(s_a) == 3  # once per outer step (the epoch's three batches)
+    for a, b in zip(s_a, s_b):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+        assert a["loss_nmn"] == pytest.approx(b["loss_nmn"], abs=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(p_a, p_b))
