@@ -299,6 +299,13 @@ class DistConfig:
     startup_timeout_s: float = 300.0
     """Seconds a cluster may take to start the workers before the run fails with one line
     (a local Ray is checked at once: its resources are all there will be)."""
+    shard_resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each graph-shard actor of ``dist.shards`` requests, e.g.
+    ``{shards: 1}`` to place the shards on the nodes started with ``--resources
+    '{"shards": N}'`` (default: none, the actors go anywhere)."""
+    worker_resources: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each training worker requests besides its CPUs (and GPU), e.g.
+    ``{trainers: 1}`` (default: none)."""
 
     def validate(self, prefix: str) -> None:
         if self.num_workers is not None:
@@ -312,10 +319,22 @@ class DistConfig:
         check_at_least(f"{prefix}.keep_checkpoints", self.keep_checkpoints, 2)
         check_at_least(f"{prefix}.shards", self.shards, 0)
         check_positive(f"{prefix}.startup_timeout_s", self.startup_timeout_s)
+        for key in ("shard_resources", "worker_resources"):
+            _check_custom_resources(f"{prefix}.{key}", getattr(self, key))
         if self.run_name is not None:
             _check(bool(self.run_name) and "/" not in self.run_name and self.run_name not in
                    (".", ".."), f"{prefix}.run_name must be a plain folder name "
                    f"(got {self.run_name!r})")
+
+
+def _check_custom_resources(key: str, resources: dict[str, float]) -> None:
+    """Custom Ray resources: names other than Ray's own (CPUs and GPUs have their own keys),
+    amounts > 0."""
+    for name, amount in resources.items():
+        _check(name not in ("CPU", "GPU", "memory", "object_store_memory"),
+               f"{key} names custom resources; {name!r} is Ray's own (use "
+               f"dist.cpus_per_worker / dist.use_gpu)")
+        check_positive(f"{key}.{name}", amount)
 
 
 FIXED_SECTIONS: dict[str, type] = {

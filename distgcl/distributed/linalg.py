@@ -154,6 +154,49 @@ class ShardedBlockSpace(BlockSpace):
         return x.cols
 
 
+class InducedBlockSpace(ShardedBlockSpace):
+    r""":class:`ShardedBlockSpace` restricted to the subgraph induced by ``nodes``, a union of
+    whole connected components: blocks are zero outside ``nodes``, and :math:`\mathbf{S}`,
+    the row-local operations and the deflation (the other components' :math:`y_C^\top X`
+    vanish) keep them so, so the shards' operator acts as the subgraph's
+    :math:`\mathbf{S}_{UU}`. :meth:`random` numbers the rows as the subgraph does (position in
+    ``nodes``), the trivial basis is that of its components, and :meth:`gather` returns the
+    :math:`(|U|, b)` rows of ``nodes``: the solve of a single process on that subgraph.
+
+    Args:
+        shards: started actors of the whole graph's partition (operator served).
+        nodes (ndarray): :math:`(n',)` sorted original ids.
+        components (ndarray): their distinct component ids, ascending (the partition's
+            labelling).
+    """
+
+    def __init__(self, shards: GraphShards, nodes: np.ndarray, components: np.ndarray,
+                 gather_chunk: int = 16) -> None:
+        super().__init__(shards, gather_chunk)
+        self.nodes = np.asarray(nodes, dtype=np.int64)
+        self.components = np.asarray(components, dtype=np.int64)
+        self.num_rows = int(self.nodes.size)
+        self.num_components = int(self.components.size)
+
+    def random(self, cols: int, seed: int) -> ShardedBlock:
+        return ShardedBlock([a.random_within.remote(seed, cols, self.nodes)
+                             for a in self.actors], cols)
+
+    def null_block(self, cols: int) -> ShardedBlock:
+        return ShardedBlock([a.null_block_of.remote(self.components[:cols])
+                             for a in self.actors], cols)
+
+    def gather(self, x: ShardedBlock, out: np.ndarray | None = None, col: int = 0
+               ) -> np.ndarray:
+        # N x b for a moment (the chunked gather writes rows by original id), then the n' rows
+        full = super().gather(x, np.empty((self.shards.manifest.num_nodes, x.cols)), 0)
+        rows = full[self.nodes]
+        if out is None:
+            return rows
+        out[:, col:col + x.cols] = rows
+        return out
+
+
 def sharded_eigenpairs(shards: GraphShards, k: int, *, method: str = "chebyshev",
                        tol: float = 1e-5, maxiter: int = 500, seed: int = 0,
                        block: int | None = None, max_matvecs: int | None = None,
@@ -186,4 +229,4 @@ def sharded_eigenpairs(shards: GraphShards, k: int, *, method: str = "chebyshev"
                             progress=progress, solver_name=f"sharded-{method}", **options)
 
 
-__all__ = ["ShardedBlock", "ShardedBlockSpace", "sharded_eigenpairs"]
+__all__ = ["InducedBlockSpace", "ShardedBlock", "ShardedBlockSpace", "sharded_eigenpairs"]

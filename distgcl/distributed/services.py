@@ -113,12 +113,20 @@ class ShardedEigensolver:
     def attached_eigenpairs(self, k: int, *, solver: str, tol: float, maxiter: int, seed: int,
                             pad: int | None = None, max_matvecs: int | None = None,
                             dtype: Any = np.float64, progress: bool = False,
-                            subspace_tol: float | None = None) -> Any:
+                            subspace_tol: float | None = None,
+                            nodes: np.ndarray | None = None) -> Any:
         r"""The :math:`k` smallest eigenpairs of the **whole** graph the job's shard actors hold
         (:attr:`attached`), trivial ones of its components first, as ``__call__`` on its
         adjacency but without one: for a caller holding no graph (E2Neg from a graph store).
-        ValueError unless :meth:`serves_attached`."""
-        from distgcl.distributed.linalg import sharded_eigenpairs
+
+        ``nodes`` (sorted original ids :math:`(n',)`, a union of whole components, e.g. the
+        components E2Neg clusters): the pairs of the subgraph they induce instead
+        (:class:`~distgcl.distributed.linalg.InducedBlockSpace`), eigenvectors
+        :math:`(n', k)` in the order of ``nodes``, as ``__call__`` on that subgraph's
+        adjacency. ValueError unless :meth:`serves_attached`, or if ``nodes`` splits a
+        component."""
+        from distgcl.distributed.linalg import InducedBlockSpace, sharded_eigenpairs
+        from distgcl.spectral.block import block_eigenpairs
         from distgcl.spectral.eigensolvers import block_width
 
         method = BLOCK_METHODS.get(solver)
@@ -129,15 +137,34 @@ class ShardedEigensolver:
             raise ValueError(f"no attached shard actors serving the operator in "
                              f"{np.dtype(dtype).name}")
         assert self.attached is not None
-        m = k - int(self.attached["num_components"])
         shards = AttachedShards.of(self.attached)
-        eig = sharded_eigenpairs(shards, k, method=method, tol=tol, maxiter=maxiter, seed=seed,
-                                 block=block_width(solver, m, pad) if m > 0 else None,
-                                 max_matvecs=max_matvecs, progress=progress,
-                                 subspace_tol=subspace_tol)
+        options = dict(method=method, tol=tol, maxiter=maxiter, seed=seed,
+                       max_matvecs=max_matvecs, progress=progress, subspace_tol=subspace_tol)
+        if nodes is None:
+            m = k - int(self.attached["num_components"])
+            eig = sharded_eigenpairs(shards, k, block=block_width(solver, m, pad)
+                                     if m > 0 else None, **options)
+        else:
+            nodes = np.asarray(nodes, dtype=np.int64)
+            space = InducedBlockSpace(shards, nodes, _whole_components(shards.components(),
+                                                                       nodes))
+            m = k - space.num_components
+            eig = block_eigenpairs(space, k, block=block_width(solver, m, pad)
+                                   if m > 0 else None, solver_name=f"sharded-{method}",
+                                   **options)
         eig.details.update({"shards": self.num_shards, "job_shards": True,
                             "shard_peak_rss_mb": [round(r, 1) for r in shards.peak_rss_mb()]})
         return eig
+
+    def attached_components(self) -> np.ndarray:
+        """Component id of every node of the graph the job's shard actors hold, :math:`(N,)`
+        int64 in original id order, numbered as scipy's ``connected_components`` numbers them
+        on that graph (by smallest original id: the partition's labelling). ValueError unless
+        the actors serve the operator (which holds the labels)."""
+        a = self.attached
+        if not a or a["serve"] not in ("all", "operator"):
+            raise ValueError("no attached shard actors serving the operator (component labels)")
+        return AttachedShards.of(a).components()
 
     def _attached_fits(self, adj: sp.csr_matrix, dtype: Any) -> bool:
         """The job's actors serve this operator: same size and stored entries as the
@@ -171,6 +198,26 @@ class AttachedShards:
 
     def peak_rss_mb(self) -> list[float]:
         return self.get([a.peak_rss_mb.remote() for a in self.actors])
+
+    def components(self) -> np.ndarray:
+        """Component id of every node :math:`(N,)` (as
+        :meth:`~distgcl.distributed.shards.GraphShards.components`)."""
+        from distgcl.distributed.shards import gather_components
+
+        return gather_components(self.get([a.component_rows.remote() for a in self.actors]),
+                                 self.manifest.num_nodes)
+
+
+def _whole_components(labels: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """The distinct component ids of ``nodes`` (ascending); ValueError if ``nodes`` is not
+    sorted and unique or holds only part of a component."""
+    if nodes.size and (nodes[0] < 0 or nodes[-1] >= labels.size or
+                       np.any(np.diff(nodes) <= 0)):
+        raise ValueError("nodes must be sorted, unique original ids of the graph")
+    ids, counts = np.unique(labels[nodes], return_counts=True)
+    if not np.array_equal(counts, np.bincount(labels, minlength=ids.max(initial=-1) + 1)[ids]):
+        raise ValueError("nodes must be a union of whole connected components")
+    return ids
 
 
 OPERATOR_METHODS = ("e2neg",)
@@ -207,7 +254,7 @@ class JobShards:
         serve = "all" if operator else "sampling"
         # no CPU reservation: the actors answer while the training workers wait on them
         shards = GraphShards(manifest, dtype=dtype, num_cpus=0, threads=1, serve=serve,
-                             timeout=timeout)
+                             timeout=timeout, resources=config.dist.shard_resources)
         return cls(shards, {
             "actors": list(shards.actors), "bounds": list(manifest.bounds),
             "num_features": manifest.num_features, "num_classes": int(info.num_classes),

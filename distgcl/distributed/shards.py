@@ -298,6 +298,42 @@ class GraphShardServer:
         out[np.flatnonzero(keep), self.component[keep]] = self.trivial.numpy()[keep]
         return out
 
+    def component_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(original ids, component ids)`` of its rows, in row order. The labelling is the
+        partition's global one (a component's id is the rank of its smallest original id, as
+        scipy's ``connected_components`` numbers them on the original graph), so it agrees
+        across shards."""
+        self._need("operator")
+        return self.old_ids, self.component
+
+    def random_within(self, seed: int, cols: int, nodes: np.ndarray) -> np.ndarray:
+        r"""Rows of :func:`~distgcl.spectral.block.hashed_normal` for the subgraph induced by
+        ``nodes`` (sorted original ids): a row whose original id is ``nodes[i]`` gets row
+        :math:`i` (the subgraph's own numbering, as a single process numbers it), the others
+        zero. Shapes: ``nodes`` :math:`(n',)`, output :math:`(n_p, \text{cols})`."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        out = np.zeros((self.num_rows, cols), dtype=_np_dtype(self.dtype))
+        if not nodes.size:
+            return out
+        pos = np.searchsorted(nodes, self.old_ids)
+        inside = np.flatnonzero(nodes[np.minimum(pos, nodes.size - 1)] == self.old_ids)
+        out[inside] = hashed_normal(seed, pos[inside], cols)
+        return out
+
+    def null_block_of(self, components: np.ndarray) -> np.ndarray:
+        r"""Its rows of the trivial eigenvectors of ``components`` (column :math:`j`:
+        :math:`y_{C_j}` with :math:`C_j` = ``components[j]``, distinct ids)."""
+        self._need("operator")
+        comps = np.asarray(components, dtype=np.int64)
+        out = np.zeros((self.num_rows, comps.size), dtype=_np_dtype(self.dtype))
+        if not comps.size:
+            return out
+        order = np.argsort(comps)
+        pos = np.minimum(np.searchsorted(comps[order], self.component), comps.size - 1)
+        hit = np.flatnonzero(comps[order][pos] == self.component)
+        out[hit, order[pos[hit]]] = self.trivial.numpy()[hit]
+        return out
+
     def get_rows(self, x: np.ndarray, col_lo: int = 0, col_hi: int | None = None) -> np.ndarray:
         """Columns ``col_lo:col_hi`` of its rows of ``x`` as float64 (for gathering)."""
         return np.asarray(x)[:, col_lo:col_hi].astype(np.float64)
@@ -526,6 +562,19 @@ def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
+def gather_components(parts: Sequence[tuple[np.ndarray, np.ndarray]], num_nodes: int
+                      ) -> np.ndarray:
+    """The :math:`(N,)` component labels (original id order) from every shard's
+    :meth:`GraphShardServer.component_rows`; ValueError if a node is missing."""
+    out = np.full(num_nodes, -1, dtype=np.int64)
+    for ids, comp in parts:
+        out[np.asarray(ids, dtype=np.int64)] = comp
+    missing = int(np.count_nonzero(out < 0))
+    if missing:
+        raise ValueError(f"the shards' component rows miss {missing} of {num_nodes} nodes")
+    return out
+
+
 GraphShard = ray.remote(GraphShardServer)
 """The Ray actor class of :class:`GraphShardServer` (options are set by :class:`GraphShards`)."""
 
@@ -547,6 +596,8 @@ class GraphShards:
         chunk (int, optional): columns per sparse product (default: ``16``).
         serve (str, optional): ``all | operator | sampling`` (:class:`GraphShardServer`)
             (default: ``all``).
+        resources (dict, optional): custom Ray resources each actor requests, which places
+            the actors on the nodes that have them (default: none).
 
     Raises:
         ShardChecksumError: a shard file does not match its manifest.
@@ -555,7 +606,8 @@ class GraphShards:
     def __init__(self, manifest: Manifest | str | Path, *, dtype: str = "float64",
                  num_cpus: float | None = None, threads: int | None = None,
                  max_restarts: int = 3, max_task_retries: int = 3, timeout: float = 600.0,
-                 chunk: int = 16, serve: str = "all") -> None:
+                 chunk: int = 16, serve: str = "all",
+                 resources: dict[str, float] | None = None) -> None:
         self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
         self.timeout = float(timeout)
         self.dtype = dtype
@@ -564,7 +616,8 @@ class GraphShards:
             num_cpus = max(float(ray.cluster_resources().get("CPU", 1.0)) / p, 0.01)
         self.threads = int(threads) if threads is not None else max(1, int(num_cpus))
         self.actors = [GraphShard.options(num_cpus=num_cpus, max_restarts=max_restarts,
-                                          max_task_retries=max_task_retries).remote(
+                                          max_task_retries=max_task_retries,
+                                          resources=dict(resources or {})).remote(
             str(self.manifest.path), i, dtype, self.threads, chunk, serve) for i in range(p)]
         try:
             self.infos = self.get([a.info.remote() for a in self.actors])
@@ -601,6 +654,12 @@ class GraphShards:
 
     def digests(self) -> list[str]:
         return self.get([a.data_digest.remote() for a in self.actors])
+
+    def components(self) -> np.ndarray:
+        """Component id of every node :math:`(N,)`, original id order
+        (:meth:`GraphShardServer.component_rows`; operator-serving actors)."""
+        return gather_components(self.get([a.component_rows.remote() for a in self.actors]),
+                                 self.manifest.num_nodes)
 
     def shutdown(self) -> None:
         """Kill the actors (no restart)."""

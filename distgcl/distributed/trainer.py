@@ -284,6 +284,23 @@ def check_resources(num_workers: int, cpus: int, use_gpu: bool,
                                 f"{_have(resources)}: {fix}")
 
 
+def check_placement(config: Config, resources: dict[str, float]) -> None:
+    """Raise :class:`InfeasibleRequest` when ``resources`` (``ray.cluster_resources()``) lack
+    the custom resources of ``dist.worker_resources`` (each, times the workers) or
+    ``dist.shard_resources`` (each, times ``dist.shards``): Ray would wait for them forever."""
+    d = config.dist
+    asks = [("dist.worker_resources", d.worker_resources, d.num_workers or 0, "worker"),
+            ("dist.shard_resources", d.shard_resources, d.shards, "shard actor")]
+    for key, each, count, what in asks:
+        for name, amount in each.items():
+            need, have = amount * count, resources.get(name, 0.0)
+            if need > have:
+                raise InfeasibleRequest(
+                    f"{key}: {_count(count, what)} x {amount:g} {name!r} need {need:g}, but "
+                    f"the Ray cluster has {have:g}: start nodes with --resources "
+                    f"'{{\"{name}\": N}}' or change {key}")
+
+
 def start_job_shards(config: Config) -> Any:
     """``dist.shards: P``: partition the dataset (or reuse its cached partition) and start the
     job's :math:`P` graph-shard actors (:class:`~distgcl.distributed.services.JobShards`);
@@ -415,11 +432,13 @@ def train_distributed(config: Config, out: str | None = None,
     (run_dir / FATAL_FILE).unlink(missing_ok=True)
     cpus = d.cpus_per_worker or config.train.threads or 1
     log_to_file(None if verbose else run_dir / RAY_LOG)
-    if ensure_ray(d.address):
-        import ray
+    started = ensure_ray(d.address)
+    import ray
 
+    if started:
         check_resources(d.num_workers, cpus, d.use_gpu, ray.cluster_resources(),
                         "the local Ray (this machine)")
+    check_placement(config, ray.cluster_resources())  # a custom resource no node has
     route_worker_output(None if verbose else run_dir / RAY_LOG)
     os.environ[START_TIMEOUT_ENV] = f"{d.startup_timeout_s:g}"  # passed on to the controller
     # print() in a worker stays print(): Ray Train's patch would show every line twice
@@ -432,7 +451,8 @@ def train_distributed(config: Config, out: str | None = None,
                            "verbose": verbose,
                            "shards": shards.handoff() if shards is not None else None},
         scaling_config=ScalingConfig(num_workers=d.num_workers, use_gpu=d.use_gpu,
-                                     resources_per_worker={"CPU": cpus}),
+                                     resources_per_worker={"CPU": cpus,
+                                                           **d.worker_resources}),
         run_config=RunConfig(name=name, storage_path=str(storage),
                              # a worker group that does not start in time is not retried
                              failure_config=FailureConfig(max_failures=d.max_failures,

@@ -80,14 +80,16 @@ step: 1.22 vs 0.18 s/step on PubMed, one thread), and the eigensolver is ``lobpc
 **From a graph store** (``work.services.store``, ``data=None``: the worker holds no graph).
 The spectral step runs on the job's shard actors through the eigensolver service
 (:meth:`~distgcl.distributed.services.ShardedEigensolver.attached_eigenpairs`: only the
-:math:`N \times K` eigenvectors come back); this needs a connected graph (the partition counts
-its components; with several, the per-component allocation needs component labels the shards do
-not serve yet, and it stops with a clear error). Without such a service the store's edge list is
-gathered once and the spectral step runs in-process as on a ``Data``. k-means and centres as
-above, then :func:`stars_from_store` reconstructs the stars from the centres' neighbourhoods
-asked of the store hop by hop, and the star batch's feature rows come from the store. Same seed,
-same stars and numbers as on the ``Data`` (for an undirected edge list: the store follows
-in-edges, the ``Data`` path the symmetrized graph).
+:math:`N \times K` eigenvectors come back). Disconnected graphs as above: the shards serve the
+partition's component labels (``attached_components``, numbered like ``connected_components``
+on the whole graph: by smallest node id), so the allocation is the same, and the eigenpairs are
+those of the subgraph the clustered components induce, solved on the shards
+(:class:`~distgcl.distributed.linalg.InducedBlockSpace`). Without such a service the store's
+edge list is gathered once and the spectral step runs in-process as on a ``Data``. k-means
+and centres as above, then :func:`stars_from_store` reconstructs the stars from the centres'
+neighbourhoods asked of the store hop by hop, and the star batch's feature rows come from the
+store. Same seed, same stars and numbers as on the ``Data`` (for an undirected edge list: the
+store follows in-edges, the ``Data`` path the symmetrized graph).
 
 **Cost**: only the centre rows of the last GCN layer enter the loss, so the last layer is computed
 for the centres only, as :math:`(\hat{\mathbf{A}}\mathbf{H})_{\mathcal{C}}\boldsymbol{\Theta} + b`
@@ -446,16 +448,17 @@ class E2Neg(Method):
         return self._spectral_result(eig, nodes, comp, alloc, sizes)
 
     def _spectral_on_shards(self, service: Any, num_nodes: int) -> dict[str, Any]:
-        """The spectral step on the job's shard actors (no adjacency here): the whole graph,
-        which must be connected (the allocation over components needs their labels)."""
-        count = int(service.attached["num_components"])
-        if count != 1:
-            raise ConfigError(f"e2neg from the graph shards needs a connected graph (the "
-                              f"partition has {count} components); load the graph in the "
-                              f"workers (no graph store) for per-component clusters")
-        comp = np.zeros(num_nodes, dtype=np.int64)
-        sizes, alloc, nodes = self._allocate(1, comp)
-        eig = service.attached_eigenpairs(self.cfg.clusters, **self._eigen_options())
+        """The spectral step on the job's shard actors (no adjacency here), as :meth:`_spectral`:
+        the shards' component labels (numbered as ``connected_components`` numbers them on the
+        whole graph, so the same allocation), then the eigenpairs of the subgraph the clustered
+        components induce, computed on the shards."""
+        comp = np.asarray(service.attached_components(), dtype=np.int64)
+        if comp.shape != (num_nodes,):
+            raise ValueError(f"the shards' component labels have shape {comp.shape}, expected "
+                             f"({num_nodes},)")
+        sizes, alloc, nodes = self._allocate(int(comp.max()) + 1, comp)
+        eig = service.attached_eigenpairs(self.cfg.clusters, **self._eigen_options(),
+                                          nodes=nodes if nodes.size < num_nodes else None)
         return self._spectral_result(eig, nodes, comp, alloc, sizes)
 
     @staticmethod

@@ -10,6 +10,7 @@ namespace:
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Data
@@ -18,7 +19,8 @@ import distgcl.methods  # noqa: F401  (registers the method sections)
 from distgcl.config import config_from_dict
 from distgcl.methods import GraphInfo, build_method
 from distgcl.methods.e2neg import stars_from_store
-from distgcl.spectral import reconstruct_stars
+from distgcl.spectral import (adjacency, connected_components, laplacian_from_adjacency,
+                              reconstruct_stars, smallest_eigenpairs, trivial_eigenvectors)
 from distgcl.store import LocalGraphStore
 from distgcl.work import GraphServices, Work
 
@@ -152,18 +154,14 @@ def _no_adjacency(base):
     return NoAdjacency
 
 
-@pytest.fixture(scope="module")
-def sharded(data, tmp_path_factory):
-    """``{P: GraphServices}`` over started shard actors serving sampling and the operator."""
-    ray = pytest.importorskip("ray")
+def _start_shards(data: Data, root) -> tuple[list, dict]:
+    """Partition ``data`` at P = 1 and 2 and start the actors (serving sampling and the
+    operator): ``(started GraphShards, {P: GraphServices})``."""
     from distgcl.distributed.partition import partition_graph
     from distgcl.distributed.services import ShardedEigensolver
     from distgcl.distributed.shards import GraphShards
     from distgcl.store import ShardedGraphStore
 
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             _temp_dir="/tmp/ray-store-methods", log_to_driver=False, configure_logging=False)
-    root = tmp_path_factory.mktemp("partitions")
     started, services = [], {}
     for p, order in ((1, "auto"), (2, "random")):  # "random" renumbers every node
         m = partition_graph(data.edge_index, data.num_nodes, p, root, x=data.x, y=data.y,
@@ -177,6 +175,16 @@ def sharded(data, tmp_path_factory):
         services[p] = GraphServices(store=ShardedGraphStore.from_shards(shards, num_classes=3),
                                     eigensolver=_no_adjacency(ShardedEigensolver)(
                                         str(root), p, attached=handoff))
+    return started, services
+
+
+@pytest.fixture(scope="module")
+def sharded(data, tmp_path_factory):
+    """``{P: GraphServices}`` over started shard actors serving sampling and the operator."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             _temp_dir="/tmp/ray-store-methods", log_to_driver=False, configure_logging=False)
+    started, services = _start_shards(data, tmp_path_factory.mktemp("partitions"))
     yield services
     for shards in started:
         shards.shutdown()
@@ -209,15 +217,88 @@ def test_e2neg_from_the_sharded_store_equals_the_local_store(data, sharded, p, t
     _same(want, again)
 
 
-def test_e2neg_from_the_shards_needs_a_connected_graph(data, sharded):
-    services = sharded[1]
-    solver = services.eigensolver
-    handoff = {**solver.attached, "num_components": 2}
-    from distgcl.config import ConfigError
-    from distgcl.distributed.services import ShardedEigensolver
+def _components_graph(seed: int = 2) -> Data:
+    """Four components under a random relabelling of the nodes (so no component is a range of
+    ids): :func:`_graph`'s 300 nodes, a second planted partition (2 blocks x 90 and a ring),
+    a 4-node path and an isolated node. With 5 clusters the D'Hondt allocation gives 3 and 2
+    to the two large ones, none to the path; the path and the isolated node are attached."""
+    g = torch.Generator().manual_seed(seed)
+    base = _graph(seed)
+    y2 = torch.arange(2).repeat_interleave(90)
+    prob = torch.where(y2[:, None] == y2[None, :], 0.08, 0.003)
+    upper = torch.triu(torch.rand(180, 180, generator=g) < prob, diagonal=1)
+    ring = torch.arange(180)
+    upper[ring, (ring + 1) % 180] = True
+    row, col = upper.nonzero().t() + N
+    path = torch.arange(N + 180, N + 183)
+    row, col = torch.cat([row, path]), torch.cat([col, path + 1])
+    n = N + 185  # N + 184: isolated
+    y = torch.cat([base.y, y2, torch.full((4,), 2), torch.ones(1, dtype=torch.long)])
+    x = torch.cat([base.x, torch.nn.functional.one_hot(y[N:], 3).float().repeat(1, 3)[:, :F] +
+                   0.5 * torch.randn(n - N, F, generator=g)])
+    perm = torch.randperm(n, generator=g)  # old id -> new id
+    ei = torch.cat([base.edge_index, torch.stack([row, col]), torch.stack([col, row])], dim=1)
+    inverse = torch.argsort(perm)
+    return Data(x=x[inverse], edge_index=perm[ei], y=y[inverse], num_nodes=n)
 
-    work = Work(seed=SEED, services=GraphServices(
-        store=services.store, eigensolver=ShardedEigensolver(solver.root, 1, attached=handoff)))
-    method = build_method(_config("e2neg", **E2NEG), GraphInfo(N, F, 3), work)
-    with pytest.raises(ConfigError, match="connected graph"):
-        method.prepare(None)
+
+@pytest.fixture(scope="module")
+def components() -> Data:
+    return _components_graph()
+
+
+@pytest.fixture(scope="module")
+def sharded_components(components, sharded, tmp_path_factory):
+    """As ``sharded`` (on its Ray) for the graph with several components."""
+    started, services = _start_shards(components, tmp_path_factory.mktemp("components"))
+    yield services
+    for shards in started:
+        shards.shutdown()
+
+
+E2NEG_5 = {**E2NEG, "clusters": 5}
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_e2neg_from_the_shards_on_several_components_equals_the_data_path(
+        components, sharded_components, p):
+    data, services = components, sharded_components[p]
+    count, want_labels = connected_components(adjacency(data.edge_index, data.num_nodes,
+                                                        dtype=bool))
+    labels = services.eigensolver.attached_components()
+    assert count == 4 and np.array_equal(labels, want_labels)  # scipy's numbering
+    want = _run("e2neg", E2NEG_5, data, data, Work(seed=SEED))
+    _same(want, _run("e2neg", E2NEG_5, data, None, _local(data)))
+    got = _run("e2neg", E2NEG_5, data, None, Work(seed=SEED, services=services))
+    stats = got[2].stats
+    assert stats["spectral"]["solver"].startswith("sharded-")
+    assert (stats["components"], stats["components_clustered"], stats["isolated_nodes"],
+            stats["nodes_clustered"], stats["nodes_attached"]) == (4, 2, 1, 480, 5)
+    assert stats == {**want[2].stats, "spectral": stats["spectral"],
+                     "prepare_seconds": stats["prepare_seconds"]}
+    _same(want, got)
+    assert torch.equal(got[2].batch.node_ids, want[2].batch.node_ids)
+    assert torch.equal(got[2].labels, want[2].labels)
+
+
+def test_attached_eigenpairs_of_an_induced_subgraph(components, sharded_components):
+    """The shards' eigenpairs of the clustered components' subgraph are the single-process
+    ones of that subgraph; ``nodes`` that split a component are refused."""
+    data = components
+    adj = adjacency(data.edge_index, data.num_nodes, dtype=bool)
+    _, comp = connected_components(adj)
+    sizes = np.bincount(comp)
+    # two components, not the first ones (so their trivial basis is not y_0, y_1)
+    nodes = np.flatnonzero((comp > 0) & (sizes[comp] > 1))
+    sub = adj[nodes][:, nodes]
+    options = dict(solver="chebyshev", tol=1e-8, maxiter=500, seed=SEED)
+    want = smallest_eigenpairs(laplacian_from_adjacency(sub), 5,
+                               null_space=trivial_eigenvectors(sub), **options)
+    got = sharded_components[2].eigensolver.attached_eigenpairs(5, nodes=nodes, **options)
+    assert got.eigenvectors.shape == (nodes.size, 5) and got.num_components == 2
+    assert np.allclose(got.eigenvalues, want.eigenvalues, atol=1e-7)
+    assert np.allclose(got.eigenvectors[:, :2], want.eigenvectors[:, :2], atol=1e-12)
+    overlap = np.linalg.svd(got.eigenvectors.T @ want.eigenvectors, compute_uv=False)
+    assert overlap.min() > 1 - 1e-6
+    with pytest.raises(ValueError, match="whole connected components"):
+        sharded_components[1].eigensolver.attached_eigenpairs(5, nodes=nodes[1:], **options)
