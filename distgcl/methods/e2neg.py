@@ -87,7 +87,7 @@ those of the subgraph the clustered components induce, solved on the shards
 (:class:`~distgcl.distributed.linalg.InducedBlockSpace`). Without such a service the store's
 edge list is gathered once and the spectral step runs in-process as on a ``Data``. k-means
 and centres as above, then :func:`stars_from_store` reconstructs the stars from the centres'
-neighbourhoods asked of the store hop by hop, and the star batch's feature rows come from the
+neighbour lists asked of the store hop by hop (no edge list in the worker), and the star batch's feature rows come from the
 store. Same seed, same stars and numbers as on the ``Data`` (for an undirected edge list: the
 store follows in-edges, the ``Data`` path the symmetrized graph).
 
@@ -108,6 +108,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
@@ -125,6 +126,7 @@ from distgcl.spectral import (StarGraph, adjacency, allocate_clusters, attach_le
                               connected_components, laplacian_from_adjacency,
                               nearest_by_features, reconstruct_stars, select_centres,
                               smallest_eigenpairs, spectral_clusters, trivial_eigenvectors)
+from distgcl.spectral.reconstruction import grow_stars
 from distgcl.store import BaseGraphStore
 from distgcl.typing import EdgeIndex
 from distgcl.work import STREAM_AUGMENT, Share, Work
@@ -299,45 +301,38 @@ def store_key(store: BaseGraphStore, params: dict[str, Any]) -> str | None:
 
 def stars_from_store(store: BaseGraphStore, centres: Tensor, *, max_neighbors: int = 100,
                      min_neighbors: int = 50, max_hops: int = 10, start_hops: int = 2,
-                     seed: int = 0) -> StarGraph:
+                     seed: int = 0, chunk: int = 8192) -> StarGraph:
     r""":func:`~distgcl.spectral.reconstruction.reconstruct_stars` around ``centres``
     :math:`(K,)` from a graph store, without the whole graph: equal to it on the store's
     (undirected) graph with ``generator=torch.Generator().manual_seed(seed)``.
 
-    The union :math:`U_h` of the centres' :math:`h`-hop balls grows one hop per store call
-    (``store.sample(frontier, [-1])``: all in-neighbours). From ``start_hops`` on, the stars are
-    rebuilt on the subgraph :math:`U_h` induces (``store.induced_edges``, ids relabelled in
-    ascending order, so every sort and random key is in the same order as on the whole graph)
-    with radius at most :math:`h`: distances up to :math:`h` from a centre are the same in
-    :math:`U_h` as in the graph, so the result is exact unless a star was still growing at
-    :math:`h` with fewer than ``min_neighbors`` candidates; then :math:`h + 1`. Cost: the balls'
-    edges, :math:`h` sample calls and one induced-edges call per radius tried.
+    Each hop of :func:`~distgcl.spectral.reconstruction.grow_stars` asks the store for the
+    neighbour lists of the frontier nodes (``store.sample(frontier, [-1])``, ``chunk`` seeds per
+    call) and multiplies the :math:`K \times |U|` frontier by them: the same
+    :math:`\mathbf{F}\mathbf{A}` as the whole adjacency. Memory: the visited :math:`K \times N`
+    boolean CSR plus one chunk's neighbour lists (``chunk`` times the degree), whatever the
+    graph's edge count; calls: ``ceil(|U| / chunk)`` per hop.
     """
-    centres = centres.detach().long().cpu()
-    ball = torch.unique(centres)  # sorted
-    frontier = ball
+    n = store.num_nodes
     # fan-out -1 draws nothing; a generator of its own keeps it off torch's global stream
     quiet = torch.Generator().manual_seed(seed)
-    for h in range(1, max_hops + 1):
-        sub = store.sample(frontier, [-1], quiet)
-        reached = sub.n_id[sub.batch_size:].long().cpu()
-        frontier = reached[~torch.isin(reached, ball)]
-        ball = torch.cat([ball, frontier]).sort().values
-        closed = frontier.numel() == 0  # U_h holds the centres' whole components
-        if h < start_hops and not closed:
-            continue
-        edge_index, _ = store.induced_edges(ball)
-        local = reconstruct_stars(edge_index, ball.numel(), torch.searchsorted(ball, centres),
-                                  max_neighbors=max_neighbors, min_neighbors=min_neighbors,
-                                  max_hops=max_hops if closed else h,
-                                  start_hops=start_hops,
-                                  generator=torch.Generator().manual_seed(seed))
-        cut = (local.hops == h) & (local.num_candidates < min_neighbors)
-        if closed or h == max_hops or not bool(cut.any()):
-            return StarGraph(centres=centres, members=ball[local.members],
-                             member_star=local.member_star, hops=local.hops,
-                             num_candidates=local.num_candidates)
-    raise AssertionError("unreachable: h == max_hops returns")
+
+    def expand(step: sp.csr_matrix) -> sp.csr_matrix:
+        frontier = np.unique(step.indices)
+        reached = sp.csr_matrix(step.shape, dtype=bool)
+        for start in range(0, frontier.size, chunk):
+            part = frontier[start:start + chunk]
+            sub = store.sample(torch.from_numpy(part.astype(np.int64)), [-1], quiet)
+            neighbour = sub.n_id[sub.edge_index[0]].cpu().numpy()
+            seed_pos = sub.edge_index[1].cpu().numpy()  # seeds come first in n_id
+            lists = sp.csr_matrix((np.ones(neighbour.size, dtype=bool), (seed_pos, neighbour)),
+                                  shape=(part.size, n))
+            reached = reached + step[:, part] @ lists
+        return reached
+
+    return grow_stars(expand, n, centres, max_neighbors=max_neighbors,
+                      min_neighbors=min_neighbors, max_hops=max_hops, start_hops=start_hops,
+                      generator=torch.Generator().manual_seed(seed))
 
 
 # ----------------------------------------------------------------------------- method

@@ -26,6 +26,7 @@ the visited :math:`K \times N` boolean CSR.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -72,6 +73,13 @@ class StarGraph:
         return node_ids, local, torch.arange(k, device=dev)
 
 
+Expand = Callable[[sp.csr_matrix], sp.spmatrix]
+"""One hop of the ball growth: the :math:`K \times N` boolean frontier :math:`\mathbf{F}` (rows
+of finished stars zeroed) to :math:`\mathbf{F}\mathbf{A}`, the nodes adjacent to each row's
+frontier. :func:`reconstruct_stars` multiplies by an in-process adjacency; a graph store answers
+it from the frontier nodes' neighbour lists (:func:`distgcl.methods.e2neg.stars_from_store`)."""
+
+
 def reconstruct_stars(edge_index: EdgeIndex, num_nodes: int, centres: Tensor, *,
                       max_neighbors: int = 100, min_neighbors: int = 50, max_hops: int = 10,
                       start_hops: int = 2, generator: torch.Generator | None = None,
@@ -96,25 +104,62 @@ def reconstruct_stars(edge_index: EdgeIndex, num_nodes: int, centres: Tensor, *,
     Returns:
         StarGraph: centres, leaves, star of every leaf, radius and candidate count per star.
     """
+    _check_options(max_neighbors, min_neighbors, max_hops, start_hops)
+    if adj is None:
+        adj = adjacency(edge_index, num_nodes, dtype=bool)
+    adj = sp.csr_matrix(adj, dtype=bool)
+    return grow_stars(lambda frontier: frontier @ adj, num_nodes, centres,
+                      max_neighbors=max_neighbors, min_neighbors=min_neighbors,
+                      max_hops=max_hops, start_hops=start_hops, generator=generator)
+
+
+def _check_options(max_neighbors: int, min_neighbors: int, max_hops: int, start_hops: int
+                   ) -> None:
     if not 1 <= start_hops <= max_hops:
         raise ValueError(f"need 1 <= start_hops <= max_hops (got {start_hops}, {max_hops})")
     if max_neighbors < 1 or min_neighbors < 0:
         raise ValueError(f"max_neighbors must be >= 1 and min_neighbors >= 0 "
                          f"(got {max_neighbors}, {min_neighbors})")
+
+
+def grow_stars(expand: Expand, num_nodes: int, centres: Tensor, *, max_neighbors: int = 100,
+               min_neighbors: int = 50, max_hops: int = 10, start_hops: int = 2,
+               generator: torch.Generator | None = None) -> StarGraph:
+    r""":func:`reconstruct_stars` with the graph behind ``expand`` (:data:`Expand`): the balls
+    grow one ``expand`` per hop, then the leaves are sampled. Any ``expand`` that returns the
+    same :math:`\mathbf{F}\mathbf{A}` gives the same stars. Memory: the visited
+    :math:`K \times N` boolean CSR and one key per candidate; no :math:`O(E)` structure beyond
+    what ``expand`` keeps."""
+    _check_options(max_neighbors, min_neighbors, max_hops, start_hops)
     centres = centres.detach().cpu().long()
     k = centres.numel()
     cent = centres.numpy()
     if np.unique(cent).size != k:
         raise ValueError("centres must be distinct")
-    if adj is None:
-        adj = adjacency(edge_index, num_nodes, dtype=bool)
-    adj = sp.csr_matrix(adj, dtype=bool)
+    visited, hops, count = _grow_balls(expand, num_nodes, cent, min_neighbors=min_neighbors,
+                                       max_hops=max_hops, start_hops=start_hops)
     is_centre = np.zeros(num_nodes, dtype=bool)
     is_centre[cent] = True
+    # Candidates: visited minus centres, as (star, node) pairs sorted by star, then node (the
+    # canonical order, whatever order ``expand`` left the columns in: the keys follow it).
+    visited.sort_indices()
+    cand = visited.tocoo()
+    keep = ~is_centre[cand.col]
+    star = torch.from_numpy(cand.row[keep].astype(np.int64))
+    node = torch.from_numpy(cand.col[keep].astype(np.int64))
+    del cand, keep, visited
+    star, node = _sample_leaves(star, node, k, max_neighbors, generator)
+    return StarGraph(centres=centres, members=node, member_star=star,
+                     hops=torch.from_numpy(hops), num_candidates=torch.from_numpy(count))
 
-    rows = np.arange(k)
-    ones = np.ones(k, dtype=bool)
-    visited = sp.csr_matrix((ones, (rows, cent)), shape=(k, num_nodes))
+
+def _grow_balls(expand: Expand, num_nodes: int, cent: np.ndarray, *, min_neighbors: int,
+                max_hops: int, start_hops: int
+                ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """The visited :math:`K \times N` CSR, final radius and candidate count of every star."""
+    k = cent.size
+    visited = sp.csr_matrix((np.ones(k, dtype=bool), (np.arange(k), cent)),
+                            shape=(k, num_nodes))
     frontier = visited
     hops = np.zeros(k, dtype=np.int64)
     active = np.ones(k, dtype=bool)
@@ -123,8 +168,9 @@ def reconstruct_stars(edge_index: EdgeIndex, num_nodes: int, centres: Tensor, *,
         if not active.any():
             break
         # Expand only the active stars: zero the frontier rows of finished ones.
-        step = sp.diags(active.astype(np.int8), dtype=bool) @ frontier
-        reached = (step @ adj).tocsr()
+        step = (sp.diags(active.astype(np.int8), dtype=bool) @ frontier).tocsr()
+        step.eliminate_zeros()
+        reached = sp.csr_matrix(expand(step), dtype=bool)
         new = (reached > visited).tocsr()  # reached and not yet visited
         visited = (visited + new).tocsr()
         frontier = new
@@ -135,11 +181,13 @@ def reconstruct_stars(edge_index: EdgeIndex, num_nodes: int, centres: Tensor, *,
         if h >= start_hops:
             grew = new.getnnz(axis=1) > 0  # a ball that stopped growing never will
             active &= (count < min_neighbors) & (h < max_hops) & grew
-    # Candidates: visited minus centres, as (star, node) pairs sorted by star.
-    cand = visited.tocoo()
-    keep = ~is_centre[cand.col]
-    star = torch.from_numpy(cand.row[keep].astype(np.int64))
-    node = torch.from_numpy(cand.col[keep].astype(np.int64))
+    return visited, hops, count
+
+
+def _sample_leaves(star: Tensor, node: Tensor, k: int, max_neighbors: int,
+                   generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Up to ``max_neighbors`` candidates per star, uniformly without replacement; a node drawn
+    by several stars stays with the first; leaves grouped by star."""
     # Uniform sample without replacement per star: random key, sort by (star, key), keep rank < m.
     keys = torch.rand(star.numel(), generator=generator,
                       device=generator.device if generator is not None else star.device).cpu()
@@ -160,8 +208,7 @@ def reconstruct_stars(edge_index: EdgeIndex, num_nodes: int, centres: Tensor, *,
     star, node = star[first], node[first]
     # Present leaves grouped by star.
     order = torch.argsort(star, stable=True)
-    return StarGraph(centres=centres, members=node[order], member_star=star[order],
-                     hops=torch.from_numpy(hops), num_candidates=torch.from_numpy(count))
+    return star[order], node[order]
 
 
 def attach_leaves(graph: StarGraph, nodes: Tensor, stars: Tensor) -> StarGraph:

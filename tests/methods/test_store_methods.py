@@ -127,6 +127,14 @@ def test_e2neg_from_the_local_store_equals_the_data_path(data):
         nothing.prepare(None)
 
 
+class _NeighbourListsOnly(LocalGraphStore):
+    """A store that refuses the induced-edges call: the stars must come from neighbour lists
+    (an edge list of the centres' balls in the worker is O(E) on a dense graph)."""
+
+    def induced_edges(self, ids):
+        raise AssertionError("stars_from_store gathered an edge list")
+
+
 @pytest.mark.parametrize("min_neighbors,max_hops,start_hops", [(30, 4, 2), (400, 3, 1),
                                                                (0, 5, 2), (60, 6, 3)])
 def test_stars_from_the_store_equal_the_whole_graph_reconstruction(min_neighbors, max_hops,
@@ -138,7 +146,7 @@ def test_stars_from_the_store_equal_the_whole_graph_reconstruction(min_neighbors
                 start_hops=start_hops)
     want = reconstruct_stars(data.edge_index, data.num_nodes, centres,
                              generator=torch.Generator().manual_seed(5), **opts)
-    got = stars_from_store(LocalGraphStore(data), centres, seed=5, **opts)
+    got = stars_from_store(_NeighbourListsOnly(data), centres, seed=5, chunk=7, **opts)
     for field in ("centres", "members", "member_star", "hops", "num_candidates"):
         assert torch.equal(getattr(got, field), getattr(want, field)), field
 
