@@ -731,7 +731,7 @@ STREAM_ORDERS = ("identity", "hash")
 
 def stream_partition(source: GraphSource, num_shards: int, root: str | Path, *,
                      order: str = "identity", chunk: int = 1 << 20, seed: int = 0,
-                     progress: bool = False) -> Manifest:
+                     progress: bool = False, block: int | None = None) -> Manifest:
     r"""Partition a graph read from ``source`` in chunks, without any process holding the
     whole graph: the same files and manifest as :func:`partition_graph` with the same
     ``order`` (equal arrays, shard by shard), reused when already there.
@@ -755,9 +755,13 @@ def stream_partition(source: GraphSource, num_shards: int, root: str | Path, *,
             baseline of the edge cut).
         order (str, optional): ``identity | hash`` (default: ``identity``).
         chunk (int, optional): edges / rows per chunk (default: ``2**20``).
+        block (int, optional): routed records (in-edges plus both directions of the symmetric
+            entries) per block of rows in pass 2 (default: ``4 * chunk``); does not change the
+            files.
 
     Memory: :math:`O(N)` vectors (permutation, degrees, components) plus one chunk, then one
-    shard's edges (:math:`O(E/P)`); never :math:`O(E)`.
+    block of rows at a time, plus the shard's own arrays while its file is written (about
+    16 bytes per in-edge and 4 per symmetric entry with int32 ids); never :math:`O(E)`.
     """
     if order not in STREAM_ORDERS:
         raise ValueError(f"stream_partition supports the orders {', '.join(STREAM_ORDERS)} "
@@ -766,6 +770,9 @@ def stream_partition(source: GraphSource, num_shards: int, root: str | Path, *,
         raise ValueError(f"num_shards must be >= 1 (got {num_shards})")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1 (got {chunk})")
+    block = 4 * chunk if block is None else int(block)
+    if block < 1:
+        raise ValueError(f"block must be >= 1 (got {block})")
     n = int(source.num_nodes)
     if n < num_shards:
         raise ValueError(f"need at least one node per shard (N = {n}, P = {num_shards})")
@@ -774,15 +781,16 @@ def stream_partition(source: GraphSource, num_shards: int, root: str | Path, *,
                   f"{seed}".encode())
     key = digest.hexdigest()
     return _cached_partition(Path(root), num_shards, key, lambda tmp: _StreamWriter(
-        tmp, source, n, num_shards, order, seed, key, chunk, progress).run())
+        tmp, source, n, num_shards, order, seed, key, chunk, progress, block).run())
 
 
 class _StreamWriter:
     """The passes of :func:`stream_partition` (state: the :math:`O(N)` vectors)."""
 
     def __init__(self, out: Path, source: GraphSource, n: int, num_shards: int, order: str,
-                 seed: int, key: str, chunk: int, progress: bool) -> None:
+                 seed: int, key: str, chunk: int, progress: bool, block: int) -> None:
         self.out, self.source, self.n, self.p = out, source, n, num_shards
+        self.block = block
         self.order, self.seed, self.key, self.chunk, self.progress = order, seed, key, chunk, \
             progress
         if order == "hash":
@@ -812,6 +820,7 @@ class _StreamWriter:
         ins = [open(self.work / f"in-{q}.bin", "wb") for q in range(self.p)]
         adjs = [open(self.work / f"adj-{q}.bin", "wb") for q in range(self.p)]
         self.num_edges = 0
+        self.routed = np.zeros(n, dtype=np.int64)  # records routed per row (both files)
         try:
             for ei in self.source.edges(self.chunk):
                 ei = np.asarray(ei, dtype=np.int64)
@@ -822,12 +831,14 @@ class _StreamWriter:
                 src, dst = self.old_to_new[src_old], self.old_to_new[dst_old]
                 eid = np.arange(self.num_edges, self.num_edges + src.size, dtype=np.int64)
                 self.num_edges += int(src.size)
+                self.routed += np.bincount(dst, minlength=n)
                 for q, pos in self._routed(dst):
                     ins[q].write(np.stack([dst[pos], src[pos], src_old[pos], eid[pos]], 1)
                                  .tobytes())
                 loop = src == dst
                 rows = np.concatenate([src[~loop], dst[~loop]])
                 cols = np.concatenate([dst[~loop], src[~loop]])
+                self.routed += np.bincount(rows, minlength=n)
                 for q, pos in self._routed(rows):
                     adjs[q].write(np.stack([rows[pos], cols[pos]], 1).astype(idx).tobytes())
         finally:
@@ -861,17 +872,89 @@ class _StreamWriter:
     # ------------------------------------------------------------------ pass 2: per shard
 
     def shard_structure(self, q: int) -> None:
-        """Rows of the simple symmetric adjacency, degrees, halo, in-edges; components."""
-        lo, hi, n = int(self.bounds[q]), int(self.bounds[q + 1]), self.n
-        pairs = np.fromfile(self.work / f"adj-{q}.bin", dtype=self.idx_n).reshape(-1, 2)
+        """Rows of the simple symmetric adjacency, degrees, halo, in-edges; components. The
+        shard's rows are taken in blocks of at most ``block`` routed records (from the degree
+        counts of pass 1), so the transient memory is one block's, not the shard's edges'."""
+        lo, hi = int(self.bounds[q]), int(self.bounds[q + 1])
+        adj_path, in_path = self.work / f"adj-{q}.bin", self.work / f"in-{q}.bin"
+        cuts = self._block_cuts(lo, hi)
+        if len(cuts) > 2:
+            adj_paths = self._split(adj_path, 2, self.idx_n, cuts, f"adj-{q}")
+            in_paths = self._split(in_path, 4, np.int64, cuts, f"in-{q}")
+        else:
+            adj_paths, in_paths = [adj_path], [in_path]
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in (
+            "adj_counts", "adj_indices", "in_counts", "in_src_new", "in_src_old", "in_eid",
+            "halo")}
+        for i, (a_path, i_path) in enumerate(zip(adj_paths, in_paths)):
+            self._block_structure(q, int(cuts[i]), int(cuts[i + 1]), a_path, i_path, parts)
+            a_path.unlink()
+            i_path.unlink()
+        halo = np.unique(np.concatenate(parts.pop("halo")))
+        self.halos.append(halo.astype(self.idx_n))
+        cols = np.concatenate(parts["adj_indices"])
+        in_counts = np.concatenate(parts["in_counts"])
+        np.savez(self.work / f"struct-{q}.npz",
+                 adj_indptr=np.concatenate([[0], np.cumsum(np.concatenate(parts["adj_counts"]))])
+                 .astype(np.int64), adj_indices=cols,
+                 in_indptr=np.concatenate([[0], np.cumsum(in_counts)]).astype(np.int64),
+                 **{k: np.concatenate(parts[k]) for k in ("in_src_new", "in_src_old", "in_eid")})
+        self.nnz.append(int(cols.size))
+        self.in_edges.append(int(in_counts.sum()))
+
+    def _block_cuts(self, lo: int, hi: int) -> np.ndarray:
+        """Row cuts ``[lo, ..., hi]`` of blocks holding at most ``block`` routed records each
+        (a row with more records is a block of its own)."""
+        load = np.cumsum(self.routed[lo:hi])
+        cuts, start, base = [lo], 0, 0
+        while start < hi - lo:
+            end = int(np.searchsorted(load, base + self.block, side="right"))
+            end = max(end, start + 1)
+            cuts.append(lo + end)
+            base, start = int(load[end - 1]), end
+        if len(cuts) == 1:
+            cuts.append(hi)
+        return np.asarray(cuts, dtype=np.int64)
+
+    def _split(self, path: Path, width: int, dtype: type, cuts: np.ndarray, stem: str
+               ) -> list[Path]:
+        """Route the records of ``path`` (rows of ``width`` ids, the row id first) to one file
+        per block of ``cuts``, in input order, one chunk in memory at a time."""
+        paths = [self.work / f"{stem}.{i}.bin" for i in range(len(cuts) - 1)]
+        outs = [open(p, "wb") for p in paths]
+        try:
+            with open(path, "rb") as f:
+                while True:
+                    recs = np.fromfile(f, dtype=dtype, count=self.chunk * width)
+                    if not recs.size:
+                        break
+                    recs = recs.reshape(-1, width)
+                    block = np.searchsorted(cuts, recs[:, 0], side="right") - 1
+                    order = np.argsort(block, kind="stable")
+                    bounds = np.searchsorted(block[order], np.arange(len(paths) + 1))
+                    for i in range(len(paths)):
+                        if bounds[i + 1] > bounds[i]:
+                            outs[i].write(recs[order[bounds[i]:bounds[i + 1]]].tobytes())
+        finally:
+            for f in outs:
+                f.close()
+        path.unlink()
+        return paths
+
+    def _block_structure(self, q: int, lo: int, hi: int, adj_path: Path, in_path: Path,
+                         parts: dict[str, list[np.ndarray]]) -> None:
+        """Rows ``lo:hi`` of shard ``q``: their adjacency rows, degrees, halo candidates, cuts
+        and in-edges into ``parts``; their edges merged into the components."""
+        n = self.n
+        pairs = np.fromfile(adj_path, dtype=self.idx_n).reshape(-1, 2)
         keys = np.unique((pairs[:, 0].astype(np.int64) - lo) * n + pairs[:, 1])
         del pairs
         rows, cols = keys // n, (keys % n).astype(self.idx_n)
         del keys
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=hi - lo))])
-        self.deg[lo:hi] = np.diff(indptr)
-        # components: this shard's edges merged with what earlier shards found (one edge to
-        # every node's representative); representatives are node ids (the smallest member)
+        counts = np.bincount(rows, minlength=hi - lo)
+        self.deg[lo:hi] = counts
+        # components: these edges merged with what earlier blocks found (one edge to every
+        # node's representative); representatives are node ids (the smallest member)
         u = np.concatenate([rows + lo, np.arange(n)])
         v = np.concatenate([cols.astype(np.int64), self.rep])
         graph = sp.csr_matrix((np.ones(u.size, dtype=bool), (u, v)), shape=(n, n))
@@ -880,28 +963,23 @@ class _StreamWriter:
         first = np.full(labels.max() + 1, n, dtype=np.int64)
         np.minimum.at(first, labels, np.arange(n))
         self.rep = first[labels]
+        lo_q, hi_q = int(self.bounds[q]), int(self.bounds[q + 1])
         halo = np.unique(cols)
-        halo = halo[(halo < lo) | (halo >= hi)]
-        self.halos.append(halo.astype(self.idx_n))
+        parts["halo"].append(halo[(halo < lo_q) | (halo >= hi_q)])
         # edge cuts (entries whose ends have different owners), counted twice per edge
         rows_new = rows + lo
         self.cut += int(np.count_nonzero(self.owner(cols) != q))
         for name, own in (("identity", self.owner_identity), ("random", self.owner_random)):
             self.cuts[name] += int(np.count_nonzero(own[rows_new] != own[cols]))
-        del rows_new
-        recs = np.fromfile(self.work / f"in-{q}.bin", dtype=np.int64).reshape(-1, 4)
-        by_target = np.argsort(recs[:, 0], kind="stable")
-        recs = recs[by_target]
-        in_counts = np.bincount(recs[:, 0] - lo, minlength=hi - lo)
-        np.savez(self.work / f"struct-{q}.npz", adj_indptr=indptr.astype(np.int64),
-                 adj_indices=cols, in_indptr=np.concatenate([[0], np.cumsum(in_counts)])
-                 .astype(np.int64), in_src_new=recs[:, 1].astype(self.idx_n),
-                 in_src_old=recs[:, 2].astype(self.idx_n),
-                 in_eid=recs[:, 3].astype(_index_dtype(self.num_edges)))
-        self.nnz.append(int(cols.size))
-        self.in_edges.append(int(recs.shape[0]))
-        (self.work / f"adj-{q}.bin").unlink()
-        (self.work / f"in-{q}.bin").unlink()
+        del rows_new, rows
+        parts["adj_counts"].append(counts)
+        parts["adj_indices"].append(cols)
+        recs = np.fromfile(in_path, dtype=np.int64).reshape(-1, 4)
+        recs = recs[np.argsort(recs[:, 0], kind="stable")]
+        parts["in_counts"].append(np.bincount(recs[:, 0] - lo, minlength=hi - lo))
+        parts["in_src_new"].append(recs[:, 1].astype(self.idx_n))
+        parts["in_src_old"].append(recs[:, 2].astype(self.idx_n))
+        parts["in_eid"].append(recs[:, 3].astype(_index_dtype(self.num_edges)))
 
     def components(self) -> None:
         """Component ids as scipy numbers them on the original ids (by smallest original id),

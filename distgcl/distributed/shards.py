@@ -387,31 +387,23 @@ class GraphShardServer:
     # driver then starts the pass again from the features.
 
     def _gcn_structure(self) -> dict[str, Any]:
-        r"""Its rows of GCNConv's operator before the weights: the directed in-edges
-        :math:`j \to i` of its rows as given to the partitioner, self-loops dropped (PyG's
-        ``add_remaining_self_loops`` then adds one of weight 1 per node), columns relabelled own
-        rows first, then the *inference halo* (remote sources, sorted by new id, so grouped by
-        owner) and :math:`\hat d_i = 1 + |\{j \to i, j \ne i\}|` (duplicates counted, as
-        ``gcn_norm``). Recomputable from the shard file, so cached."""
+        r"""Its rows of GCNConv's operator before the weights
+        (:func:`~distgcl.nn.gcn_rows.gcn_row_structure`: the in-edges of its rows, self-loops
+        dropped and one added per row, columns own rows first, then the *inference halo*,
+        sorted by new id, so grouped by owner), :math:`\hat d` and, for every shard, the
+        halo rows it owns. Recomputable from the shard file, so cached."""
         cached = getattr(self, "_gcn_struct", None)
         if cached is not None:
             return cached
         self._need("sampling")
-        src = self.in_src_new.long()
-        dst = torch.repeat_interleave(torch.arange(self.num_rows),
-                                      torch.diff(self.in_indptr.long()))
-        keep = src != dst + self.lo
-        src, dst = src[keep], dst[keep]
-        deg_hat = torch.bincount(dst, minlength=self.num_rows).double() + 1.0
-        remote = (src < self.lo) | (src >= self.hi)
-        halo = torch.unique(src[remote])
-        col = torch.empty_like(src)
-        col[~remote] = src[~remote] - self.lo
-        col[remote] = self.num_rows + torch.searchsorted(halo, src[remote])
+        from distgcl.nn.gcn_rows import gcn_row_structure  # imports PyG: only for inference
+
+        crow, col, deg_hat, halo = gcn_row_structure(self.in_indptr, self.in_src_new,
+                                                     self.lo, self.hi)
         cuts = torch.searchsorted(halo, torch.tensor(self.manifest.bounds, dtype=torch.long))
         requests = [halo[cuts[q]:cuts[q + 1]].numpy() if q != self.index else
                     np.zeros(0, dtype=np.int64) for q in range(self.manifest.num_shards)]
-        self._gcn_struct = {"dst": dst, "col": col, "deg_hat": deg_hat,
+        self._gcn_struct = {"crow": crow, "col": col, "deg_hat": deg_hat,
                             "halo_size": int(halo.numel()), "requests": requests}
         return self._gcn_struct
 
@@ -467,18 +459,13 @@ class GraphShardServer:
         if deg_ext.numel() != self.num_rows + struct["halo_size"]:
             raise ValueError(f"shard {self.index}: got {deg_ext.numel() - self.num_rows} halo "
                              f"degrees, expected {struct['halo_size']}")
-        inv = deg_ext.rsqrt()
-        own = torch.arange(self.num_rows)
-        rows = torch.cat([struct["dst"], own])
-        cols = torch.cat([struct["col"], own])
-        vals = torch.cat([inv[struct["dst"]] * inv[struct["col"]], inv[own] ** 2])
-        order = torch.argsort(rows, stable=True)
-        crow = torch.zeros(self.num_rows + 1, dtype=torch.long)
-        torch.cumsum(torch.bincount(rows, minlength=self.num_rows), 0, out=crow[1:])
+        from distgcl.nn.gcn_rows import gcn_row_values
+
+        vals = gcn_row_values(struct["crow"], struct["col"], deg_ext.rsqrt())
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support.*")
             state["op"] = torch.sparse_csr_tensor(
-                crow, cols[order], vals[order].float(), (self.num_rows, deg_ext.numel()),
+                struct["crow"], struct["col"], vals, (self.num_rows, deg_ext.numel()),
                 check_invariants=False)
         return self._export_layer(state)
 

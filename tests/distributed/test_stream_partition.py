@@ -94,6 +94,17 @@ def test_streamed_csv_partition_equals_the_in_memory_one(graph, csv_dir, tmp_pat
     assert again.root == streamed.root and len(list((tmp_path / "s").iterdir())) == 1
 
 
+@pytest.mark.parametrize("block", [1, 10**9])
+def test_blocks_of_rows_do_not_change_the_files(graph, csv_dir, tmp_path, block):
+    """Pass 2 in blocks of rows (1: every row its own block; 10**9: one block per shard)
+    writes the same shards as the in-memory partitioner."""
+    streamed = stream_partition(CsvGraphSource(csv_dir), 3, tmp_path / "s", order="hash",
+                                chunk=CHUNK, block=block)
+    memory = partition_graph(graph["ei"], graph["n"], 3, tmp_path / "m", x=graph["x"],
+                             y=graph["y"], order="hash")
+    _assert_same_partition(streamed, memory)
+
+
 def test_streamed_file_graph_equals_the_in_memory_partition(graph, tmp_path):
     path = tmp_path / "g.pt"
     torch.save(Data(x=graph["x"], edge_index=graph["ei"], y=graph["y"], num_nodes=graph["n"]),
@@ -129,6 +140,8 @@ def test_streamed_edge_features_and_reverse_edges(graph, tmp_path):
 def test_stream_partition_refuses_bad_input(graph, csv_dir, tmp_path):
     with pytest.raises(ValueError, match="METIS and RCM need the whole graph"):
         stream_partition(CsvGraphSource(csv_dir), 2, tmp_path, order="rcm")
+    with pytest.raises(ValueError, match="block must be >= 1"):
+        stream_partition(CsvGraphSource(csv_dir), 2, tmp_path, block=0)
     with pytest.raises(FileNotFoundError, match="edge.csv.gz"):
         CsvGraphSource(tmp_path)
     path = tmp_path / "bad.pt"
