@@ -9,7 +9,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 IMG = REPO / "docs" / "img"
-BENCH_PLOTS = ("scale_time.png", "scale_memory.png")
+# (file under bench/results/, name under docs/img/)
+BENCH_PLOTS = (("scale_time.png", "scale_time.png"), ("scale_memory.png", "scale_memory.png"),
+               ("sharded/scale_time.png", "sharded_scale_time.png"),
+               ("sharded/scale_memory.png", "sharded_scale_memory.png"))
 
 # (label, detail) per stage, left to right
 STAGES = [
@@ -60,10 +63,10 @@ def copy_bench_plots(dest: Path) -> list[Path]:
     """Copy the scaling plots next to the pages that show them; missing ones are skipped."""
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
-    for name in BENCH_PLOTS:
+    for name, target in BENCH_PLOTS:
         src = REPO / "bench" / "results" / name
         if src.is_file():
-            copied.append(Path(shutil.copyfile(src, dest / name)))
+            copied.append(Path(shutil.copyfile(src, dest / target)))
     return copied
 
 
